@@ -1,0 +1,31 @@
+"""Shared test set-up: Qt on Xvfb, the real files in ../shared/data, small torch thread pools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# napari needs OpenGL: the offscreen platform has none, so GUI tests run on Xvfb (pytest-xvfb starts it).
+os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real files (slides, annotations, mmdet reference); tests skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test files not found at {SHARED_DATA} (a fresh clone has no ../shared)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _few_torch_threads():
+    """Two cores here: keep torch from oversubscribing them when tests run beside other work."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
