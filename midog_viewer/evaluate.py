@@ -1,0 +1,395 @@
+"""The official MIDOG metric, computed as the organisers' evaluation container computes it.
+
+Matching (evalutils ``score_detection``): coordinates in mm; for each ground-truth point in list order,
+the nearest prediction within 7.5 µm that no earlier ground-truth point took is its true positive
+(so a second detection of the same cell is a false positive); leftover predictions are false positives,
+unhit ground truth false negatives. Only predictions named "mitotic figure" are matched.
+
+Aggregation (MIDOG 2025 ``evaluate.py``): TP, FP and FN are summed over all cases, then, with
+``eps = 1e-6``, precision = TP / (TP + FP + eps), recall = TP / (TP + FN + eps) and
+F1 = (2 TP + eps) / (2 TP + FP + FN + eps). The same sums are split by tumour domain and ROI type when
+the ground truth names them.
+
+AP is torchmetrics' ``MeanAveragePrecision`` ``map_50`` (COCO rules, pycocotools backend, 101 recall
+thresholds ``np.arange(0, 1.01, 0.01)``) on squares of half-side 0.01125 mm around every predicted and
+ground-truth point, reimplemented here in numpy (float32 boxes and result, as torch holds them). As in
+the organisers' code every predicted point enters AP whatever its class name.
+
+A ground-truth case with no predictions at all counts as all false negatives (the organisers' container
+only scores submitted jobs, but grand-challenge gives every case a job, so complete submissions agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from midog_viewer.classes import CLASS_NAMES, MITOTIC_FIGURE, canonical_class
+from midog_viewer.errors import AnnotationFormatError
+from midog_viewer.formats.gc_points import GroundTruthCase, PointPrediction
+
+#: Hit radius of the MIDOG challenges: 7.5 µm.
+RADIUS_MM = 0.0075
+#: The organisers' guard against division by zero, part of every published figure.
+EPS = 1e-6
+#: Half-side of the square put around each point for AP (7.5 µm at IoU 0.5, the organisers' choice).
+AP_BOX_HALF_SIDE_MM = 0.01125
+#: COCO recall thresholds as the organisers pass them to torchmetrics.
+RECALL_THRESHOLDS = np.arange(0, 1.01, 0.01)
+#: The name a prediction needs to be matched (the organisers compare the raw string).
+SCORED_NAME = "mitotic figure"
+
+
+class DetectionScore(NamedTuple):
+    """TP, FN and FP of one case (the order of evalutils' DetectionScore)."""
+
+    true_positives: int
+    false_negatives: int
+    false_positives: int
+
+
+def _as_points(points: Any, what: str) -> np.ndarray:
+    array = np.asarray(points, dtype=np.float64)
+    if array.size == 0:
+        return np.zeros((0, 3))
+    if array.ndim != 2 or not 2 <= array.shape[1] <= 3:
+        raise AnnotationFormatError(f"{what} must be a list of [x, y] or [x, y, z] points, not shape {array.shape}.")
+    if array.shape[1] == 2:
+        array = np.hstack([array, np.zeros((len(array), 1))])
+    return array
+
+
+def score_detection(
+    gt_points_mm: Sequence[Sequence[float]], pred_points_mm: Sequence[Sequence[float]], radius_mm: float = RADIUS_MM
+) -> DetectionScore:
+    """Greedy MIDOG matching of one case: each ground-truth point in order takes its nearest free hit."""
+    gt = _as_points(gt_points_mm, "ground-truth points")
+    pred = _as_points(pred_points_mm, "predicted points")
+    if len(gt) == 0:
+        return DetectionScore(0, 0, len(pred))
+    if len(pred) == 0:
+        return DetectionScore(0, len(gt), 0)
+    taken = np.zeros(len(pred), dtype=bool)
+    true_positives = 0
+    for point in gt:
+        distances = np.sqrt(((pred - point) ** 2).sum(axis=1))
+        hits = np.flatnonzero(distances <= radius_mm)
+        free = hits[~taken[hits]]
+        if len(free):
+            nearest = free[np.argsort(distances[free], kind="stable")[0]]
+            taken[nearest] = True
+            true_positives += 1
+    return DetectionScore(true_positives, len(gt) - true_positives, int((~taken).sum()))
+
+
+def match_points(gt_xy: np.ndarray, pred_xy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """The same greedy rule returning who matched: (pred index per gt or -1, bool per prediction).
+
+    Works in any unit (pixels with a pixel radius); a grid keeps it fast for 100,000 predictions.
+    """
+    gt_xy = np.asarray(gt_xy, dtype=np.float64).reshape(-1, 2)
+    pred_xy = np.asarray(pred_xy, dtype=np.float64).reshape(-1, 2)
+    match_of_gt = np.full(len(gt_xy), -1, dtype=np.int64)
+    taken = np.zeros(len(pred_xy), dtype=bool)
+    if len(gt_xy) == 0 or len(pred_xy) == 0:
+        return match_of_gt, taken
+    cell = max(float(radius), 1e-12)
+    keys = np.floor(pred_xy / cell).astype(np.int64)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for index, (kx, ky) in enumerate(keys.tolist()):
+        buckets.setdefault((kx, ky), []).append(index)
+    for g, (gx, gy) in enumerate(gt_xy.tolist()):
+        cx, cy = int(np.floor(gx / cell)), int(np.floor(gy / cell))
+        candidates = [i for dx in (-1, 0, 1) for dy in (-1, 0, 1) for i in buckets.get((cx + dx, cy + dy), ())]
+        if not candidates:
+            continue
+        candidates.sort()
+        cand = np.asarray(candidates)
+        distances = np.hypot(pred_xy[cand, 0] - gx, pred_xy[cand, 1] - gy)
+        ok = (distances <= radius) & ~taken[cand]
+        if ok.any():
+            best = cand[ok][np.argsort(distances[ok], kind="stable")[0]]
+            taken[best] = True
+            match_of_gt[g] = best
+    return match_of_gt, taken
+
+
+def precision_recall_f1(tp: int, fp: int, fn: int) -> dict[str, float]:
+    """The organisers' formulas, including their ``eps``."""
+    return {
+        "precision": tp / (tp + fp + EPS),
+        "recall": tp / (tp + fn + EPS),
+        "f1": (2 * tp + EPS) / (2 * tp + fp + fn + EPS),
+    }
+
+
+# -- AP (torchmetrics map_50, pycocotools rules) ------------------------------------------------------
+
+
+def _coco_boxes(points: np.ndarray) -> np.ndarray:
+    """Squares around points as torchmetrics hands them to pycocotools: float32 xyxy → float32 xywh."""
+    if len(points) == 0:
+        return np.zeros((0, 4))
+    half = AP_BOX_HALF_SIDE_MM
+    xyxy = np.stack(
+        [points[:, 0] - half, points[:, 1] - half, points[:, 0] + half, points[:, 1] + half], axis=1
+    ).astype(np.float32)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    return xywh.astype(np.float64)
+
+
+def _iou_xywh(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """pycocotools' bbox IoU (no +1, doubles)."""
+    dx1, dy1 = dt[:, 0:1], dt[:, 1:2]
+    dx2, dy2 = dx1 + dt[:, 2:3], dy1 + dt[:, 3:4]
+    gx1, gy1 = gt[:, 0], gt[:, 1]
+    gx2, gy2 = gx1 + gt[:, 2], gy1 + gt[:, 3]
+    w = np.minimum(dx2, gx2) - np.maximum(dx1, gx1)
+    h = np.minimum(dy2, gy2) - np.maximum(dy1, gy1)
+    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
+    union = (dt[:, 2:3] * dt[:, 3:4]) + (gt[:, 2] * gt[:, 3]) - inter
+    return inter / union
+
+
+def average_precision(
+    gt_points_per_case: Sequence[np.ndarray],
+    pred_points_per_case: Sequence[np.ndarray],
+    scores_per_case: Sequence[np.ndarray],
+    iou_threshold: float = 0.5,
+) -> float:
+    """COCO AP at one IoU over cases (point → square boxes); -1.0 when there is no ground truth."""
+    all_scores, all_matched = [], []
+    n_gt = 0
+    for gt_pts, pred_pts, scores in zip(gt_points_per_case, pred_points_per_case, scores_per_case):
+        gt_boxes = _coco_boxes(_as_points(gt_pts, "ground-truth points"))
+        dt_boxes = _coco_boxes(_as_points(pred_pts, "predicted points"))
+        scores = np.asarray(scores, dtype=np.float32).astype(np.float64).reshape(-1)
+        n_gt += len(gt_boxes)
+        if len(dt_boxes) == 0:
+            continue
+        order = np.argsort(-scores, kind="mergesort")
+        dt_boxes, scores = dt_boxes[order], scores[order]
+        matched = np.zeros(len(dt_boxes), dtype=bool)
+        if len(gt_boxes):
+            ious = _iou_xywh(dt_boxes, gt_boxes)
+            gt_taken = np.zeros(len(gt_boxes), dtype=bool)
+            for d in range(len(dt_boxes)):
+                best_iou, best = min(iou_threshold, 1 - 1e-10), -1
+                for g in range(len(gt_boxes)):
+                    if gt_taken[g] or ious[d, g] < best_iou:
+                        continue
+                    best_iou, best = ious[d, g], g
+                if best >= 0:
+                    gt_taken[best] = True
+                    matched[d] = True
+        all_scores.append(scores)
+        all_matched.append(matched)
+    if n_gt == 0:
+        return -1.0
+    if not all_scores:
+        return 0.0
+    scores = np.concatenate(all_scores)
+    matched = np.concatenate(all_matched)[np.argsort(-scores, kind="mergesort")]
+    tp = np.cumsum(matched).astype(np.float64)
+    fp = np.cumsum(~matched).astype(np.float64)
+    recall = tp / n_gt
+    precision = tp / (fp + tp + np.spacing(1))
+    for i in range(len(precision) - 1, 0, -1):
+        if precision[i] > precision[i - 1]:
+            precision[i - 1] = precision[i]
+    sampled = np.zeros(len(RECALL_THRESHOLDS))
+    for r, index in enumerate(np.searchsorted(recall, RECALL_THRESHOLDS, side="left")):
+        if index < len(precision):
+            sampled[r] = precision[index]
+    return float(np.float32(np.mean(sampled)))
+
+
+# -- evaluation of many cases -------------------------------------------------------------------------
+
+
+@dataclass
+class CaseResult:
+    """One case: its TP/FP/FN and what went into them."""
+
+    case: str
+    tp: int
+    fp: int
+    fn: int
+    gt: np.ndarray  # (N, 3) mm
+    pred: np.ndarray  # (M, 3) mm, every predicted point
+    scores: np.ndarray  # (M,)
+    scored: np.ndarray  # (M,) bool: named "mitotic figure"
+    tumor_domain: Any = None
+    roi_type: str | None = None
+
+
+@dataclass
+class Evaluation:
+    """Per-case results and the organisers' aggregates."""
+
+    cases: list[CaseResult]
+    aggregates: dict[str, float]
+    missing_cases: list[str]
+
+    @property
+    def tp(self) -> int:
+        return sum(c.tp for c in self.cases)
+
+    @property
+    def fp(self) -> int:
+        return sum(c.fp for c in self.cases)
+
+    @property
+    def fn(self) -> int:
+        return sum(c.fn for c in self.cases)
+
+    def summary(self) -> dict:
+        """The CLI's ``--json`` object: totals, precision, recall, F1, AP and per-case TP/FP/FN."""
+        return {
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "precision": self.aggregates["precision"],
+            "recall": self.aggregates["recall"],
+            "f1": self.aggregates["f1_score"],
+            "AP": self.aggregates["AP"],
+            "cases": {c.case: {"tp": c.tp, "fp": c.fp, "fn": c.fn} for c in self.cases},
+            "missing_cases": self.missing_cases,
+        }
+
+    def case_rows(self) -> list[dict]:
+        """One row per case: name, TP, FP, FN, precision, recall, F1, tumour domain, ROI type."""
+        return [
+            {"case": c.case, "tp": c.tp, "fp": c.fp, "fn": c.fn, **precision_recall_f1(c.tp, c.fp, c.fn),
+             "tumor_domain": c.tumor_domain, "roi_type": c.roi_type}
+            for c in self.cases
+        ]
+
+    def threshold_curve(self) -> list[dict]:
+        """TP, FP, FN, precision, recall and F1 when only predictions scoring ≥ each threshold are kept."""
+        all_scores = np.concatenate([c.scores[c.scored] for c in self.cases] or [np.zeros(0)])
+        rows = []
+        for threshold in np.unique(all_scores):
+            tp = fp = fn = 0
+            for c in self.cases:
+                keep = c.scored & (c.scores >= threshold)
+                score = score_detection(c.gt, c.pred[keep][:, :2])
+                tp, fp, fn = tp + score.true_positives, fp + score.false_positives, fn + score.false_negatives
+            rows.append({"threshold": float(threshold), "tp": tp, "fp": fp, "fn": fn, **precision_recall_f1(tp, fp, fn)})
+        return rows
+
+
+def _group_aggregates(prefix: str, cases: list[CaseResult]) -> dict[str, float]:
+    tp, fp, fn = (sum(getattr(c, k) for c in cases) for k in ("tp", "fp", "fn"))
+    prf = precision_recall_f1(tp, fp, fn)
+    ap = average_precision([c.gt for c in cases], [c.pred for c in cases], [c.scores for c in cases])
+    return {f"{prefix}precision": prf["precision"], f"{prefix}recall": prf["recall"],
+            f"{prefix}f1" if prefix else "f1_score": prf["f1"], f"{prefix}AP": ap}
+
+
+def evaluate_cases(
+    ground_truth: Mapping[str, GroundTruthCase],
+    predictions: Mapping[str, Sequence[PointPrediction]],
+    radius_mm: float = RADIUS_MM,
+) -> Evaluation:
+    """Score every case with predictions (in their order), then every ground-truth case without any."""
+    unknown = [case for case in predictions if case not in ground_truth]
+    if unknown:
+        raise AnnotationFormatError(f"predictions name case {unknown[0]!r}, which the ground truth lacks.")
+    results = []
+    order = list(predictions) + [case for case in ground_truth if case not in predictions]
+    for case in order:
+        truth = ground_truth[case]
+        points = list(predictions.get(case, ()))
+        pred = np.array([[p.x, p.y, p.z] for p in points], dtype=np.float64).reshape(-1, 3)
+        scored = np.array([p.name == SCORED_NAME for p in points], dtype=bool)
+        scores = np.array([p.probability for p in points], dtype=np.float64)
+        gt = _as_points(truth.points, f"ground truth of {case}")
+        score = score_detection(gt, pred[scored][:, :2], radius_mm)
+        results.append(CaseResult(case, score.true_positives, score.false_positives, score.false_negatives,
+                                  gt, pred, scores, scored, truth.tumor_domain, truth.roi_type))
+    aggregates = _group_aggregates("", results)
+    aggregates = {"precision": aggregates["precision"], "recall": aggregates["recall"],
+                  "f1_score": aggregates["f1_score"], "AP": aggregates["AP"]}
+    domains = [c.tumor_domain for c in results if c.tumor_domain is not None]
+    for domain in sorted(set(domains), key=str):
+        aggregates.update(_group_aggregates(f"tumor_{domain}_", [c for c in results if c.tumor_domain == domain]))
+    for roi_type in dict.fromkeys(c.roi_type for c in results if c.roi_type is not None):
+        aggregates.update(_group_aggregates(f"roi_type_{roi_type}_", [c for c in results if c.roi_type == roi_type]))
+    return Evaluation(results, aggregates, [case for case in ground_truth if case not in predictions])
+
+
+def write_pr_curve(evaluation: Evaluation, path: str | Path) -> None:
+    """Save precision against recall over score thresholds as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    curve = evaluation.threshold_curve()
+    figure = Figure(figsize=(5, 4), dpi=100)
+    axes = figure.add_subplot()
+    axes.plot([r["recall"] for r in curve], [r["precision"] for r in curve], marker=".", drawstyle="steps-post")
+    axes.set_xlabel("recall")
+    axes.set_ylabel("precision")
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(0, 1.02)
+    axes.set_title(f"F1 {evaluation.aggregates['f1_score']:.4f}, AP {evaluation.aggregates['AP']:.4f}")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(str(path))
+
+
+# -- boxes in pixels (training) -----------------------------------------------------------------------
+
+
+def _label_names(labels: Sequence[Any] | None, n: int) -> list[str] | None:
+    if labels is None:
+        return None
+    names = [CLASS_NAMES[int(lab)] if isinstance(lab, (int, np.integer)) else canonical_class(lab) for lab in labels]
+    if len(names) != n:
+        raise AnnotationFormatError(f"{len(names)} labels for {n} boxes.")
+    return names
+
+
+def f1_from_boxes(
+    gt_boxes_per_image: Sequence[np.ndarray],
+    pred_boxes_per_image: Sequence[np.ndarray],
+    mpp_per_image: Sequence[float],
+    radius_um: float = 7.5,
+    *,
+    pred_labels_per_image: Sequence[Sequence[Any]] | None = None,
+    gt_labels_per_image: Sequence[Sequence[Any]] | None = None,
+    pred_scores_per_image: Sequence[np.ndarray] | None = None,
+    score_threshold: float = 0.0,
+) -> dict[str, float]:
+    """MIDOG TP/FP/FN, precision, recall and F1 on box centres in pixels (xyxy, level 0).
+
+    Labels (strings, or ints indexing :data:`~midog_viewer.classes.CLASS_NAMES`) keep only mitotic
+    figures on either side when given; scores below ``score_threshold`` are dropped when given.
+    """
+    if not (len(gt_boxes_per_image) == len(pred_boxes_per_image) == len(mpp_per_image)):
+        raise AnnotationFormatError("f1_from_boxes needs as many ground-truth lists, prediction lists and mpp values.")
+    tp = fp = fn = 0
+    for i, (gt_boxes, pred_boxes, mpp) in enumerate(zip(gt_boxes_per_image, pred_boxes_per_image, mpp_per_image)):
+        gt = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+        pred = np.asarray(pred_boxes, dtype=np.float64).reshape(-1, 4)
+        if gt_labels_per_image is not None:
+            names = _label_names(gt_labels_per_image[i], len(gt))
+            gt = gt[np.array([n == MITOTIC_FIGURE for n in names], dtype=bool)]
+        keep = np.ones(len(pred), dtype=bool)
+        if pred_labels_per_image is not None:
+            keep &= np.array([n == MITOTIC_FIGURE for n in _label_names(pred_labels_per_image[i], len(pred))], dtype=bool)
+        if pred_scores_per_image is not None:
+            keep &= np.asarray(pred_scores_per_image[i], dtype=np.float64).reshape(-1) >= score_threshold
+        pred = pred[keep]
+        to_mm = float(mpp) / 1000.0
+        gt_mm = np.stack([(gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2], axis=1) * to_mm
+        pred_mm = np.stack([(pred[:, 0] + pred[:, 2]) / 2, (pred[:, 1] + pred[:, 3]) / 2], axis=1) * to_mm
+        score = score_detection(gt_mm, pred_mm, radius_um / 1000.0)
+        tp, fp, fn = tp + score.true_positives, fp + score.false_positives, fn + score.false_negatives
+    return {"tp": tp, "fp": fp, "fn": fn, **precision_recall_f1(tp, fp, fn)}
