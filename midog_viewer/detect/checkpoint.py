@@ -1,0 +1,124 @@
+"""Our checkpoint format (one ``.safetensors`` file, config JSON in its header) and :func:`load_model`.
+
+Loading never runs code from the file: safetensors holds only tensors and strings, and mmdet ``.pth`` files
+go through the restricted reader in :mod:`midog_viewer.detect.mmdet_import`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from midog_viewer.detect.config import CascadeConfig
+from midog_viewer.detect.model import CascadeRCNN, build_cascade_rcnn
+from midog_viewer.errors import ModelError
+
+FORMAT_NAME = "midog-viewer/cascade-rcnn"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class ModelInfo:
+    """Where a loaded model came from: file, format, configuration and free-form provenance."""
+
+    path: Path
+    format: str  # "midog-safetensors" or "mmdet"
+    config: CascadeConfig
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, cfg: CascadeConfig, provenance: dict[str, Any]) -> Path:
+    """Write the weights and, in the safetensors metadata, the config, class names, normalisation, provenance."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ModelError(f"checkpoint path {path} must end in .safetensors.")
+    try:
+        provenance_json = json.dumps(provenance, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"provenance must be JSON-serialisable: {exc}.") from exc
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": cfg.to_json(),
+        "class_names": json.dumps(list(cfg.class_names)),
+        "normalization": json.dumps(
+            {"pixel_mean": list(cfg.pixel_mean), "pixel_std": list(cfg.pixel_std), "channel_order": "RGB",
+             "pad_size_divisor": cfg.pad_size_divisor}
+        ),
+        "provenance": provenance_json,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` strictly; on any mismatch raise one :class:`ModelError` naming what does not fit."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = sorted(
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            problems.append(f"{label}: {', '.join(items[:3])}{more}")
+    if problems:
+        raise ModelError(f"{source} does not fit the model architecture ({'; '.join(problems)}).")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _load_safetensors(path: Path) -> tuple[CascadeRCNN, ModelInfo]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state_dict = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path} as safetensors: {exc}.") from exc
+    if metadata.get("format") != FORMAT_NAME:
+        raise ModelError(f"{path} is a safetensors file but not a midog-viewer checkpoint (no config in its header).")
+    cfg = CascadeConfig.from_json(metadata.get("config", ""))
+    try:
+        provenance = json.loads(metadata.get("provenance", "{}"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path} has malformed provenance JSON: {exc}.") from exc
+    model = build_cascade_rcnn(cfg)
+    load_weights(model, state_dict, str(path))
+    return model.eval(), ModelInfo(path=path, format="midog-safetensors", config=cfg, provenance=provenance)
+
+
+def load_model(path: str | Path, mmdet_config: str | Path | None = None) -> tuple[CascadeRCNN, ModelInfo]:
+    """Load our ``.safetensors`` checkpoint, or an MMDetection 3.x Cascade R-CNN ``.pth`` (+ its ``.py`` config).
+
+    For an mmdet checkpoint without ``mmdet_config``, the config text mmengine's Runner stores in
+    ``meta['cfg']`` is used. The model is returned in eval mode on the CPU.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist.")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if path.suffix == ".safetensors" or (len(head) == 8 and not head.startswith(b"PK") and head[:1] != b"\x80"):
+        return _load_safetensors(path)
+    from midog_viewer.detect.mmdet_import import load_mmdet_checkpoint
+
+    return load_mmdet_checkpoint(path, mmdet_config)
