@@ -1,0 +1,1 @@
+"""Qt widgets of the viewer: thin skins over the Qt-free core (nothing outside this folder imports Qt)."""

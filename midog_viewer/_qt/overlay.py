@@ -1,0 +1,252 @@
+"""The review overlay: detections, hard negatives and ground truth as napari Points layers of squares.
+
+napari Shapes needs seconds per 10,000 rectangles; a Points layer with square symbols sized to the box
+side draws the same boxes from one vertex buffer. Per-object data (id, score, label, status) lives in
+each layer's ``features``. A decision recolours one row: the row's border colour is written into napari's
+colour table and into the vispy vertex buffer in place, so 100,000 boxes are not re-uploaded for one key
+press (``benchmarks/overlay.py`` measures both paths).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from napari.layers import Points
+
+from midog_viewer._qt.overlay_model import boxes_to_points
+
+#: Border width as a fraction of the box side: thin enough to see the cell, thick enough to see the colour.
+BORDER_FRACTION = 0.06
+FEATURE_COLUMNS = ("id", "score", "label", "status")
+
+
+def empty_features() -> pd.DataFrame:
+    """The feature table of an overlay layer with no rows."""
+    return pd.DataFrame(
+        {
+            "id": np.zeros(0, dtype=np.int64),
+            "score": np.zeros(0, dtype=np.float32),
+            "label": np.zeros(0, dtype=object),
+            "status": np.zeros(0, dtype=object),
+        }
+    )
+
+
+class BoxLayer:
+    """One napari Points layer of square boxes with fast per-row recolouring.
+
+    Rows keep the order in which boxes were set; ``row_of`` maps object ids to rows.
+    """
+
+    def __init__(
+        self,
+        viewer,
+        name: str,
+        *,
+        scale: Sequence[float] = (1.0, 1.0),
+        translate: Sequence[float] = (0.0, 0.0),
+        opacity: float = 1.0,
+        visible: bool = True,
+    ) -> None:
+        self.viewer = viewer
+        self.layer = Points(
+            np.zeros((0, 2), dtype=np.float32),
+            name=name,
+            symbol="square",
+            face_color="transparent",
+            border_width=BORDER_FRACTION,
+            border_width_is_relative=True,
+            scale=tuple(scale),
+            translate=tuple(translate),
+            opacity=opacity,
+            visible=visible,
+            features=empty_features(),
+            canvas_size_limits=(3, 10000),
+        )
+        viewer.add_layer(self.layer)
+        self.ids = np.zeros(0, dtype=np.int64)
+        self._boxes = np.zeros((0, 4), dtype=np.float32)
+        self._row_of: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def row_of(self, object_id: int) -> int | None:
+        """The row of an object in this layer, or None when it is not here."""
+        return self._row_of.get(int(object_id))
+
+    def set_boxes(
+        self,
+        ids: np.ndarray,
+        boxes: np.ndarray,
+        colours: np.ndarray,
+        scores: np.ndarray,
+        labels: Sequence[str],
+        statuses: Sequence[str],
+    ) -> None:
+        """Replace every box of the layer with one refresh (not one per property)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        centres, sides = boxes_to_points(boxes)
+        features = pd.DataFrame(
+            {
+                "id": ids,
+                "score": np.asarray(scores, dtype=np.float32),
+                "label": np.asarray(labels, dtype=object),
+                "status": np.asarray(statuses, dtype=object),
+            }
+        )
+        layer = self.layer
+        with _refresh_blocked(layer):
+            layer.selected_data = set()
+            layer.data = centres
+            layer.size = sides
+            layer.border_color = np.asarray(colours, dtype=np.float32).reshape(-1, 4)
+            layer.features = features
+            self.ids = ids
+            self._boxes = boxes
+            self._row_of = {int(i): row for row, i in enumerate(ids)}
+        layer.refresh()
+
+    def append_boxes(
+        self,
+        ids: np.ndarray,
+        boxes: np.ndarray,
+        colours: np.ndarray,
+        scores: np.ndarray,
+        labels: Sequence[str],
+        statuses: Sequence[str],
+    ) -> None:
+        """Add boxes after the existing ones (a detection batch arriving)."""
+        if len(ids) == 0:
+            return
+        old = self.layer.features
+        self.set_boxes(
+            np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)]),
+            np.concatenate([self.boxes(), np.asarray(boxes, dtype=np.float32).reshape(-1, 4)]),
+            np.concatenate([np.asarray(self.layer.border_color, dtype=np.float32).reshape(-1, 4),
+                            np.asarray(colours, dtype=np.float32).reshape(-1, 4)]),
+            np.concatenate([old["score"].to_numpy(np.float32), np.asarray(scores, dtype=np.float32)]),
+            list(old["label"]) + list(labels),
+            list(old["status"]) + list(statuses),
+        )
+
+    def boxes(self) -> np.ndarray:
+        """The layer's boxes as level-0 ``(x1, y1, x2, y2)``, in row order."""
+        return self._boxes
+
+    def recolour(self, object_ids: Sequence[int], colours: np.ndarray, statuses: Sequence[str]) -> None:
+        """Change the status and border colour of a few rows without re-uploading the whole layer."""
+        rows = [self._row_of[int(i)] for i in object_ids if int(i) in self._row_of]
+        if not rows:
+            return
+        keep = [k for k, i in enumerate(object_ids) if int(i) in self._row_of]
+        colours = np.asarray(colours, dtype=np.float32).reshape(-1, 4)[keep]
+        statuses = [statuses[k] for k in keep]
+        layer = self.layer
+        status_column = layer.features.columns.get_loc("status")
+        layer.features.iloc[rows, status_column] = statuses
+        if not _write_rows_in_place(self.viewer, layer, np.asarray(rows), colours):
+            border = np.array(layer.border_color, dtype=np.float32)
+            border[rows] = colours
+            layer.border_color = border
+
+    def select(self, object_id: int | None) -> None:
+        """Highlight one object (napari's selection outline), or none."""
+        row = None if object_id is None else self.row_of(object_id)
+        self.layer.selected_data = set() if row is None else {row}
+
+
+@contextlib.contextmanager
+def _refresh_blocked(layer: Points):
+    """Hold back napari's refresh while several properties change, so the layer is sliced and uploaded once."""
+    block = getattr(layer, "_block_refresh", None)
+    with block() if block is not None else contextlib.nullcontext():
+        yield
+
+
+def _write_rows_in_place(viewer, layer: Points, rows: np.ndarray, colours: np.ndarray) -> bool:
+    """Write border colours of ``rows`` into napari's table and the vispy buffer; False if this napari has no such path.
+
+    napari's public setter re-slices and re-uploads every point; for one decision among 100,000 boxes
+    that costs seconds, while the rows themselves are a few bytes of the vertex buffer.
+    """
+    try:
+        visual = viewer.window._qt_viewer.layer_to_visual[layer]
+        markers = visual.node.points_markers
+        buffer_rows = markers._data
+        vbo = markers._vbo
+        colour_table = layer._border.colors
+        view_indices = np.asarray(layer._view_indices)
+    except (AttributeError, KeyError):
+        return False
+    if len(buffer_rows) != len(view_indices) or len(colour_table) != len(layer.data):
+        return False
+    colour_table[rows] = colours
+    positions = np.searchsorted(view_indices, rows)
+    shown = (positions < len(view_indices)) & (view_indices[np.minimum(positions, len(view_indices) - 1)] == rows)
+    for position, colour in zip(positions[shown], colours[shown]):
+        buffer_rows["a_fg_color"][position] = colour
+        vbo.set_subdata(buffer_rows[position : position + 1], offset=int(position))
+    markers.update()
+    return True
+
+
+class ReviewOverlay:
+    """The three box layers of one slide: predictions, hard-negative predictions (dim, hidden) and ground truth."""
+
+    def __init__(
+        self,
+        viewer,
+        name: str,
+        *,
+        scale: Sequence[float] = (1.0, 1.0),
+        translate: Sequence[float] = (0.0, 0.0),
+    ) -> None:
+        self.viewer = viewer
+        self.name = name
+        self._placement = {"scale": tuple(scale), "translate": tuple(translate)}
+        self.predictions = BoxLayer(viewer, f"{name} detections", **self._placement)
+        self.hard_negatives = BoxLayer(
+            viewer, f"{name} hard negatives", opacity=0.45, visible=False, **self._placement
+        )
+        self.ground_truth: BoxLayer | None = None
+        viewer.layers.selection.active = self.predictions.layer
+
+    def box_layers(self) -> list[BoxLayer]:
+        """The layers that exist, predictions first."""
+        layers = [self.predictions, self.hard_negatives]
+        return layers + ([self.ground_truth] if self.ground_truth is not None else [])
+
+    def ensure_ground_truth(self) -> BoxLayer:
+        """The white ground-truth layer, made when the first annotations arrive."""
+        if self.ground_truth is None:
+            self.ground_truth = BoxLayer(self.viewer, f"{self.name} ground truth", **self._placement)
+            self.viewer.layers.selection.active = self.predictions.layer
+        return self.ground_truth
+
+    def layer_of(self, object_id: int) -> BoxLayer | None:
+        """The layer holding an object, if any."""
+        for box_layer in self.box_layers():
+            if box_layer.row_of(object_id) is not None:
+                return box_layer
+        return None
+
+    def recolour(self, object_ids: Sequence[int], colours: np.ndarray, statuses: Sequence[str]) -> None:
+        """Recolour objects wherever they are drawn."""
+        for box_layer in self.box_layers():
+            box_layer.recolour(object_ids, colours, statuses)
+
+    def select(self, object_id: int | None) -> None:
+        """Highlight one object in its layer and clear the highlight elsewhere."""
+        for box_layer in self.box_layers():
+            box_layer.select(object_id if box_layer.row_of(object_id or -1) is not None else None)
+
+    def remove(self) -> None:
+        """Take the overlay's layers out of the viewer."""
+        for box_layer in self.box_layers():
+            if box_layer.layer in self.viewer.layers:
+                self.viewer.layers.remove(box_layer.layer)
