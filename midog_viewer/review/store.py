@@ -813,6 +813,10 @@ class ReviewStore:
             rows += self._db.execute(annotation_sql, annotation_params).fetchall()
         return ObjectTable.from_rows(rows)
 
+    def annotation_sources(self) -> dict[str, int]:
+        """How many annotations each source (file name, "hand", "ground truth") contributed."""
+        return dict(self._query("SELECT source, COUNT(*) FROM annotations GROUP BY source ORDER BY source"))
+
     def reviewed_objects(self, slide_id: int) -> ObjectTable:
         """The labels a review produced: ground truth, hand annotations, accepted and relabelled detections."""
         table = self.objects(slide_id)

@@ -1,0 +1,151 @@
+"""Export the review store to the field's formats.
+
+Which objects go out (``selection``):
+
+* ``reviewed`` (default except for CSV): ground truth, annotations added by hand, accepted detections
+  and detections relabelled to another class, each under its current label — the labels a review made;
+* ``detections``: every detection with its score, whatever its status (a model's output, e.g. for
+  ``midog-viewer evaluate``);
+* ``all`` (default for CSV): everything not deleted, with its status.
+
+Formats: ``csv`` (one row per object), ``coco`` (MIDOG COCO-style JSON, bbox xyxy unless
+``bbox_format="xywh"``), ``sliderunner`` (a SlideRunner database), ``geojson`` (QuPath; one file per
+slide, in a folder unless a single slide goes to a ``.geojson``/``.json`` path) and ``midog-json``
+(case name → grand-challenge "Multiple points" in mm, what the MIDOG evaluation reads; needs each
+slide's pixel size).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from midog_viewer.classes import MITOTIC_FIGURE
+from midog_viewer.errors import AnnotationFormatError
+from midog_viewer.formats import csv_table, gc_points, geojson, midog_coco, sliderunner
+from midog_viewer.formats.records import ImageAnnotations
+from midog_viewer.review.status import Status
+from midog_viewer.review.store import ObjectTable, ReviewStore, Slide
+
+EXPORT_FORMATS = ("csv", "coco", "sliderunner", "geojson", "midog-json")
+SELECTIONS = ("reviewed", "detections", "all")
+_REVIEWED = [Status.ACCEPTED.value, Status.GROUND_TRUTH.value, Status.RELABELLED.value]
+#: The class names the MIDOG evaluation accepts in "Multiple points" files.
+_GC_NAMES = {True: "mitotic figure", False: "non-mitotic figure"}
+
+
+@dataclass
+class ExportSummary:
+    """What was written: the path, how many slides and objects."""
+
+    path: Path
+    slides: int
+    objects: int
+
+
+def select(table: ObjectTable, selection: str) -> ObjectTable:
+    """Keep the rows a selection (see the module docstring) names."""
+    if selection == "reviewed":
+        return table.select(np.isin(table.status, _REVIEWED))
+    if selection == "detections":
+        return table.select(table.kind == "detection")
+    if selection == "all":
+        return table
+    raise AnnotationFormatError(f"unknown selection {selection!r}; use one of {', '.join(SELECTIONS)}.")
+
+
+def _slides(store: ReviewStore, slide_names: list[str] | None) -> list[Slide]:
+    if not slide_names:
+        return store.slides()
+    slides = []
+    for name in slide_names:
+        slide = store.find_slide(name)
+        if slide is None:
+            raise AnnotationFormatError(f"{store.path.name} has no slide named {name!r}.")
+        slides.append(slide)
+    return slides
+
+
+def export_store(
+    store: ReviewStore,
+    fmt: str,
+    out: str | Path,
+    *,
+    selection: str | None = None,
+    slide_names: list[str] | None = None,
+    bbox_format: str = "xyxy",
+) -> ExportSummary:
+    """Write the store's objects (per ``selection``) in ``fmt`` to ``out``."""
+    if fmt not in EXPORT_FORMATS:
+        raise AnnotationFormatError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}.")
+    selection = selection or ("all" if fmt == "csv" else "reviewed")
+    out = Path(out)
+    slides = _slides(store, slide_names)
+    tables = [(slide, select(store.objects(slide.id), selection)) for slide in slides]
+    total = sum(len(table) for _, table in tables)
+    if fmt == "csv":
+        csv_table.write(out, [row for slide, table in tables for row in _csv_rows(slide, table)])
+    elif fmt == "coco":
+        midog_coco.write(out, [_image(slide, table) for slide, table in tables], bbox_format)
+    elif fmt == "sliderunner":
+        sliderunner.write(out, [_image(slide, table) for slide, table in tables], person=store.reviewer)
+    elif fmt == "geojson":
+        _write_geojson(out, tables)
+    else:
+        gc_points.write_cases(out, {slide.name: _mm_points(slide, table) for slide, table in tables})
+    return ExportSummary(out, len(slides), total)
+
+
+def _image(slide: Slide, table: ObjectTable) -> ImageAnnotations:
+    return ImageAnnotations(slide.name, slide.width, slide.height, slide.mpp, table.boxes, list(table.label))
+
+
+def _csv_rows(slide: Slide, table: ObjectTable) -> list[dict]:
+    centres = table.centres
+    return [
+        {
+            "slide": slide.name, "kind": table.kind[i], "id": int(table.id[i]),
+            "x1": table.x1[i], "y1": table.y1[i], "x2": table.x2[i], "y2": table.y2[i],
+            "cx": centres[i, 0], "cy": centres[i, 1], "label": table.label[i],
+            "score": "" if math.isnan(table.score[i]) else table.score[i],
+            "status": table.status[i], "source": table.source[i], "run_id": "" if table.run_id[i] < 0 else int(table.run_id[i]),
+        }
+        for i in range(len(table))
+    ]
+
+
+def _mm_points(slide: Slide, table: ObjectTable) -> list[gc_points.PointPrediction]:
+    if not slide.mpp:
+        raise AnnotationFormatError(
+            f"slide {slide.name} has no pixel size, so its points cannot be written in mm; record its mpp first."
+        )
+    to_mm = slide.mpp / 1000.0
+    centres = table.centres * to_mm
+    return [
+        gc_points.PointPrediction(
+            float(centres[i, 0]), float(centres[i, 1]), 0.0, _GC_NAMES[table.label[i] == MITOTIC_FIGURE],
+            1.0 if math.isnan(table.score[i]) else float(table.score[i]),
+        )
+        for i in range(len(table))
+    ]
+
+
+def _write_geojson(out: Path, tables: list[tuple[Slide, ObjectTable]]) -> None:
+    single_file = out.suffix.lower() in (".geojson", ".json")
+    if single_file and len(tables) != 1:
+        raise AnnotationFormatError(
+            f"GeoJSON holds one image; {len(tables)} slides need a folder as --out (or name one slide)."
+        )
+    if not single_file:
+        out.mkdir(parents=True, exist_ok=True)
+    for slide, table in tables:
+        properties = [
+            {"name": table.status[i], "status": table.status[i], "midog_kind": table.kind[i], "midog_id": int(table.id[i]),
+             **({} if math.isnan(table.score[i]) else {"score": float(table.score[i])})}
+            for i in range(len(table))
+        ]
+        target = out if single_file else out / f"{Path(slide.name).stem}.geojson"
+        geojson.write(target, table.boxes, list(table.label), properties)

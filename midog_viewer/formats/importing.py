@@ -1,0 +1,155 @@
+"""Import an annotation file into the review store, all or nothing.
+
+The whole file is parsed first (any fault raises :class:`~midog_viewer.errors.AnnotationFormatError`
+naming the line or field), then slides and annotations go in as one transaction. Images are matched to
+slides by file name: with ``images_dir`` the file there is registered with its own size and pixel
+size; without it an existing slide of that name is used, or a slide is registered by name alone with
+the pixel size the annotation file implies (MIDOG 2021 images) or none. Imported annotations are ground
+truth with the annotation file's name as their source; importing the same file name twice is refused.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from midog_viewer.errors import AnnotationFormatError, ReviewStoreError
+from midog_viewer.formats import csv_table, geojson, midog_coco, sliderunner
+from midog_viewer.formats.records import ImageAnnotations
+from midog_viewer.review.store import ReviewStore
+
+#: Readable formats: "midog" is MIDOG's COCO-like JSON (bbox xyxy), "coco" standard COCO (bbox xywh).
+IMPORT_FORMATS = ("midog", "coco", "sliderunner", "geojson", "csv")
+
+
+@dataclass
+class ImportSummary:
+    """What an import added: slides it touched, images with at least one label, labels per class."""
+
+    source: str
+    format: str
+    slides: int
+    images: int
+    classes: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"images": self.images, "classes": self.classes, "slides": self.slides,
+                "format": self.format, "source": self.source}
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format from the suffix (and, for JSON, from whether it is GeoJSON)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".sqlite", ".db", ".sqlite3"):
+        return "sliderunner"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".geojson":
+        return "geojson"
+    if suffix == ".json":
+        head = path.read_text(encoding="utf-8", errors="replace")[:4096].lstrip()
+        if head.startswith("[") or '"FeatureCollection"' in head or '"Feature"' in head:
+            return "geojson"
+        return "midog"
+    raise AnnotationFormatError(
+        f"cannot tell the format of {path.name} from its suffix; name one of {', '.join(IMPORT_FORMATS)}."
+    )
+
+
+def _geojson_image_name(path: Path, store: ReviewStore, images_dir: Path | None) -> str:
+    """The image a GeoJSON file belongs to: a slide or image file with the same stem, else the stem."""
+    stem = path.stem
+    for slide in store.slides():
+        if Path(slide.name).stem == stem:
+            return slide.name
+    if images_dir is not None:
+        for candidate in sorted(images_dir.glob(f"{stem}.*")):
+            if candidate.suffix.lower() not in (".geojson", ".json"):
+                return candidate.name
+    return stem
+
+
+def read_file(
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    point_box_px: float = 50.0,
+    point_box_um: float | None = None,
+    image_name: str | None = None,
+) -> list[ImageAnnotations]:
+    """Parse an annotation file in any import format into boxes per image."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationFormatError(f"{path} does not exist or is not a file.")
+    fmt = fmt or detect_format(path)
+    if fmt == "midog":
+        return midog_coco.read(path, "xyxy")
+    if fmt == "coco":
+        return midog_coco.read(path, "xywh")
+    if fmt == "sliderunner":
+        return sliderunner.read(path, point_box_px, point_box_um)
+    if fmt == "geojson":
+        return geojson.read(path, image_name or path.stem, point_box_px)
+    if fmt == "csv":
+        return csv_table.read(path, point_box_px)
+    raise AnnotationFormatError(f"unknown annotation format {fmt!r}; use one of {', '.join(IMPORT_FORMATS)}.")
+
+
+def import_file(
+    store: ReviewStore,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    images_dir: str | Path | None = None,
+    image_name: str | None = None,
+    point_box_px: float = 50.0,
+    point_box_um: float | None = None,
+) -> ImportSummary:
+    """Import one annotation file as ground truth; the store is unchanged if anything is wrong."""
+    path = Path(path)
+    images_dir = Path(images_dir) if images_dir is not None else None
+    if images_dir is not None and not images_dir.is_dir():
+        raise AnnotationFormatError(f"the image folder {images_dir} does not exist.")
+    fmt = fmt or detect_format(path)
+    if fmt == "geojson" and image_name is None:
+        image_name = _geojson_image_name(path, store, images_dir)
+    images = read_file(path, fmt, point_box_px=point_box_px, point_box_um=point_box_um, image_name=image_name)
+    source = path.name
+    if source in store.annotation_sources():
+        raise ReviewStoreError(f"{source} was imported into {store.path.name} already; importing it again would double its labels.")
+    classes: Counter[str] = Counter()
+    with store.transaction():
+        for image in images:
+            slide_id = _slide_for(store, image, images_dir)
+            if len(image):
+                store.add_annotations(slide_id, image.boxes, image.labels, source)
+                classes.update(image.labels)
+    return ImportSummary(source, fmt, len(images), sum(1 for image in images if len(image)), dict(classes))
+
+
+def _slide_for(store: ReviewStore, image: ImageAnnotations, images_dir: Path | None) -> int:
+    if images_dir is not None:
+        candidate = images_dir / image.name
+        if candidate.is_file():
+            mpp, width, height = image.mpp, image.width, image.height
+            from midog_viewer.io import open_slide  # only when there are image files to read
+
+            with open_slide(candidate) as slide:
+                mpp = slide.mpp or mpp
+                width, height = slide.width, slide.height
+            return store.add_slide(candidate, mpp, width, height)
+    existing = store.find_slide(image.name)
+    if existing is not None:
+        if existing.mpp is None and image.mpp is not None:
+            store.set_slide_mpp(existing.id, image.mpp)
+        return existing.id
+    return store.add_slide(image.name, image.mpp, image.width, image.height)
+
+
+def summary_line(summary: ImportSummary) -> str:
+    """One human line: source, images, and labels per class."""
+    per_class = ", ".join(f"{n:,} {name}" for name, n in sorted(summary.classes.items())) or "no labels"
+    return f"{summary.source} ({summary.format}): {summary.images} labelled images of {summary.slides}; {per_class}"
+
