@@ -1,0 +1,244 @@
+"""One slide under review, free of Qt: the store's objects as arrays, decisions, undo/redo, counts and F1.
+
+The dock widget is a skin over this class: a key press becomes one call here, which writes the decision
+to the :class:`~midog_viewer.review.store.ReviewStore` (committed before it returns) and hands back the
+rows whose colour changed. Detections and annotations have separate ids in the store; here both share one
+integer *key* space: a detection's key is its id, an annotation's key minus its id.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE
+from midog_viewer.errors import ReviewStoreError
+from midog_viewer._qt.overlay_model import boxes_in_region
+from midog_viewer.evaluate import precision_recall_f1
+from midog_viewer.review.counts import DEFAULT_HPF_MM2, SlideCounts, count_slide
+from midog_viewer.review.evaluation_view import evaluation_table
+from midog_viewer.review.status import Status, Verdict
+from midog_viewer.review.store import ObjectTable, ReviewStore
+
+DETECTION = "detection"
+ANNOTATION = "annotation"
+#: Source name of ground truth that came with the image itself (the synthetic sample's labels).
+IMAGE_TRUTH_SOURCE = "ground truth shipped with the image"
+#: Side of the box a reviewer adds by clicking a missed mitosis (MIDOG's 50 px boxes).
+ADDED_BOX_PX = 50.0
+
+#: Reviewer actions by name: the verdict and, for a relabel, the new label.
+ACTIONS: dict[str, tuple[Verdict, str | None]] = {
+    "accept": (Verdict.ACCEPT, None),
+    "reject": (Verdict.REJECT, None),
+    "hard negative": (Verdict.RELABEL, HARD_NEGATIVE),
+}
+
+
+def default_db_path() -> Path:
+    """Where reviews are kept: ``$MIDOG_VIEWER_DB``, else the user's data folder (XDG on Linux)."""
+    override = os.environ.get("MIDOG_VIEWER_DB")
+    if override:
+        return Path(override).expanduser()
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "midog-viewer" / "reviews.sqlite"
+
+
+def open_default_store(reviewer: str | None = None) -> ReviewStore:
+    """The review store at :func:`default_db_path`, creating its folder."""
+    path = default_db_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReviewStoreError(f"cannot create the review folder {path.parent}: {exc.strerror}.") from exc
+    return ReviewStore(path, reviewer)
+
+
+def keys_of(table: ObjectTable) -> np.ndarray:
+    """Overlay keys of a table's rows: detection id, or minus the annotation id."""
+    return np.where(table.kind == DETECTION, table.id, -table.id).astype(np.int64)
+
+
+class ReviewSession:
+    """The review state of one slide: its objects (``table``), decisions and derived figures.
+
+    ``table`` includes deleted annotations (a hand-added box whose "add" was undone) so that rows keep
+    their place in the overlay; ``visible_mask`` hides them.
+    """
+
+    def __init__(
+        self,
+        store: ReviewStore,
+        slide_path: str | os.PathLike,
+        *,
+        width: int,
+        height: int,
+        mpp: float | None = None,
+        ground_truth: dict | None = None,
+    ) -> None:
+        self.store = store
+        self.width, self.height, self.mpp = int(width), int(height), mpp
+        self.slide_id = store.add_slide(slide_path, mpp, self.width, self.height)
+        if ground_truth is not None and len(ground_truth.get("boxes", [])):
+            self._store_image_truth(ground_truth)
+        self.reload()
+
+    def _store_image_truth(self, ground_truth: dict) -> None:
+        """Keep labels that came with the image as ground truth, once per slide."""
+        table = self.store.objects(self.slide_id, include_deleted=True)
+        if np.any((table.kind == ANNOTATION) & (table.source == IMAGE_TRUTH_SOURCE)):
+            return
+        labels = [str(label) for label in ground_truth["labels"]]
+        self.store.add_annotations(self.slide_id, np.asarray(ground_truth["boxes"]), labels, IMAGE_TRUTH_SOURCE)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read every object of the slide again (after an import, or when the slide is reopened)."""
+        self.table = self.store.objects(self.slide_id, include_deleted=True)
+        self.keys = keys_of(self.table)
+        self._row_of = {int(k): row for row, k in enumerate(self.keys)}
+
+    def row_of(self, key: int) -> int:
+        """The table row of an overlay key."""
+        try:
+            return self._row_of[int(key)]
+        except KeyError as exc:
+            raise ReviewStoreError(f"object {key} is not on this slide.") from exc
+
+    def _append(self, rows: ObjectTable) -> np.ndarray:
+        start = len(self.table)
+        self.table = ObjectTable.concatenate([self.table, rows])
+        new_keys = keys_of(rows)
+        self.keys = np.concatenate([self.keys, new_keys])
+        self._row_of.update({int(k): start + i for i, k in enumerate(new_keys)})
+        return new_keys
+
+    def has_ground_truth(self) -> bool:
+        """Whether the slide has imported (or shipped) ground truth."""
+        return bool(np.any(self.table.status == Status.GROUND_TRUTH.value))
+
+    def is_hard_negative_prediction(self) -> np.ndarray:
+        """Rows the model called hard negative that no reviewer relabelled: drawn in the dim layer."""
+        return (
+            (self.table.kind == DETECTION)
+            & (self.table.label == HARD_NEGATIVE)
+            & (self.table.status != Status.RELABELLED.value)
+        )
+
+    def visible_mask(self, score_threshold: float) -> np.ndarray:
+        """Rows to draw: decided objects always; pending detections at or above the threshold."""
+        pending = self.table.status == Status.PENDING.value
+        below = pending & (np.nan_to_num(self.table.score, nan=1.0) < score_threshold)
+        return ~below & (self.table.status != Status.DELETED.value)
+
+    # -- detection ------------------------------------------------------------------------------
+
+    def start_run(self, model: str, params: dict) -> int:
+        """Record a detection run on this slide; its batches go to :meth:`add_detections`."""
+        return self.store.add_detection_run(self.slide_id, model, params)
+
+    def add_detections(self, run_id: int, boxes: np.ndarray, scores: np.ndarray, labels: list[str]) -> np.ndarray:
+        """Store one batch of detections (committed) and return the rows' keys."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return np.zeros(0, dtype=np.int64)
+        ids = self.store.add_detections(run_id, boxes, scores, labels)
+        n = len(ids)
+        rows = ObjectTable(
+            id=np.asarray(ids, dtype=np.int64),
+            kind=np.full(n, DETECTION, dtype=object),
+            x1=boxes[:, 0].copy(), y1=boxes[:, 1].copy(), x2=boxes[:, 2].copy(), y2=boxes[:, 3].copy(),
+            score=np.asarray(scores, dtype=np.float64).reshape(-1),
+            label=np.asarray([str(label) for label in labels], dtype=object),
+            status=np.full(n, Status.PENDING.value, dtype=object),
+            source=np.full(n, "", dtype=object),
+            run_id=np.full(n, run_id, dtype=np.int64),
+        )
+        return self._append(rows)
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def decide(self, key: int, action: str) -> list[int]:
+        """Apply ``accept``, ``reject`` or ``hard negative`` to an object; return the keys that changed.
+
+        On a detection it is the reviewer's verdict; on an annotation added by hand, reject deletes it
+        (undoable) and the other actions keep it; imported ground truth is not judged.
+        """
+        if action not in ACTIONS:
+            raise ReviewStoreError(f"unknown review action {action!r}; use one of {', '.join(ACTIONS)}.")
+        row = self.row_of(key)
+        kind, object_id = self.table.kind[row], int(self.table.id[row])
+        if kind == DETECTION:
+            verdict, label = ACTIONS[action]
+            self.store.decide(object_id, verdict, label=label)
+        elif self.table.source[row] == "hand" and action == "reject":
+            self.store.delete_annotation(object_id)
+        else:
+            return []
+        self._refresh(row)
+        return [int(key)]
+
+    def add_mitosis(self, x: float, y: float, size: float = ADDED_BOX_PX) -> int:
+        """Add a missed mitosis centred on level-0 ``(x, y)`` (an "add" decision); return its key."""
+        half = size / 2
+        box = [max(0.0, x - half), max(0.0, y - half), min(self.width, x + half), min(self.height, y + half)]
+        annotation_id = self.store.add_annotation(self.slide_id, box, MITOTIC_FIGURE)
+        rows = self.store.objects(self.slide_id, (box[0], box[1], box[2] - box[0], box[3] - box[1]))
+        rows = rows.select((rows.kind == ANNOTATION) & (rows.id == annotation_id))
+        return int(self._append(rows)[0])
+
+    def undo(self) -> list[int]:
+        """Undo the latest decision on this slide; return the key that changed (none when nothing to undo)."""
+        return self._undo_redo(self.store.undo)
+
+    def redo(self) -> list[int]:
+        """Redo the latest undone decision; return the key that changed."""
+        return self._undo_redo(self.store.redo)
+
+    def _undo_redo(self, step) -> list[int]:
+        if step(self.slide_id) is None:
+            return []
+        last = self.store.decisions(self.slide_id)[-1]
+        key = last.object_id if last.object_kind == DETECTION else -last.object_id
+        if int(key) not in self._row_of:
+            self.reload()
+        self._refresh(self.row_of(key))
+        return [int(key)]
+
+    def _refresh(self, row: int) -> None:
+        """Read one object's status and label back from the store."""
+        t = self.table
+        region = (t.x1[row], t.y1[row], t.x2[row] - t.x1[row], t.y2[row] - t.y1[row])
+        found = self.store.objects(self.slide_id, region, include_deleted=True)
+        match = np.flatnonzero((found.kind == t.kind[row]) & (found.id == t.id[row]))
+        if len(match) == 0:
+            raise ReviewStoreError(f"object {t.kind[row]} {t.id[row]} vanished from {self.store.path.name}.")
+        t.status[row] = found.status[match[0]]
+        t.label[row] = found.label[match[0]]
+
+    # -- figures --------------------------------------------------------------------------------
+
+    def counts(self, region: tuple[float, float, float, float] | None = None, hpf_mm2: float = DEFAULT_HPF_MM2,
+               use_drawn: bool = False) -> SlideCounts:
+        """``count_slide`` over a region (None: the whole image), with this slide's pixel size."""
+        return count_slide(self.store, self.slide_id, hpf_mm2=hpf_mm2, region=region, use_drawn=use_drawn,
+                           mpp=self.mpp)
+
+    def evaluation(self, score_threshold: float, region: tuple[float, float, float, float] | None = None
+                   ) -> tuple[dict, dict[int, str]]:
+        """MIDOG TP/FP/FN, precision, recall and F1 against the ground truth, counted in ``region``.
+
+        Matching runs over the whole slide (:func:`~midog_viewer.review.evaluation_view.evaluation_table`);
+        also returns the evaluation status (matched / unmatched / ground truth / missed) of every key.
+        """
+        table = evaluation_table(self.store, self.slide_id, score_threshold=score_threshold)
+        statuses = dict(zip(keys_of(table).tolist(), table.status.tolist()))
+        inside = np.ones(len(table), dtype=bool) if region is None else boxes_in_region(table.boxes, region)
+        status = table.status[inside]
+        tp = int(np.sum(status == Status.MATCHED.value))
+        fp = int(np.sum(status == Status.UNMATCHED.value))
+        fn = int(np.sum(status == Status.MISSED.value))
+        return {"tp": tp, "fp": fp, "fn": fn, **precision_recall_f1(tp, fp, fn)}, statuses
