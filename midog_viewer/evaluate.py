@@ -86,38 +86,6 @@ def score_detection(
     return DetectionScore(true_positives, len(gt) - true_positives, int((~taken).sum()))
 
 
-def match_points(gt_xy: np.ndarray, pred_xy: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """The same greedy rule returning who matched: (pred index per gt or -1, bool per prediction).
-
-    Works in any unit (pixels with a pixel radius); a grid keeps it fast for 100,000 predictions.
-    """
-    gt_xy = np.asarray(gt_xy, dtype=np.float64).reshape(-1, 2)
-    pred_xy = np.asarray(pred_xy, dtype=np.float64).reshape(-1, 2)
-    match_of_gt = np.full(len(gt_xy), -1, dtype=np.int64)
-    taken = np.zeros(len(pred_xy), dtype=bool)
-    if len(gt_xy) == 0 or len(pred_xy) == 0:
-        return match_of_gt, taken
-    cell = max(float(radius), 1e-12)
-    keys = np.floor(pred_xy / cell).astype(np.int64)
-    buckets: dict[tuple[int, int], list[int]] = {}
-    for index, (kx, ky) in enumerate(keys.tolist()):
-        buckets.setdefault((kx, ky), []).append(index)
-    for g, (gx, gy) in enumerate(gt_xy.tolist()):
-        cx, cy = int(np.floor(gx / cell)), int(np.floor(gy / cell))
-        candidates = [i for dx in (-1, 0, 1) for dy in (-1, 0, 1) for i in buckets.get((cx + dx, cy + dy), ())]
-        if not candidates:
-            continue
-        candidates.sort()
-        cand = np.asarray(candidates)
-        distances = np.hypot(pred_xy[cand, 0] - gx, pred_xy[cand, 1] - gy)
-        ok = (distances <= radius) & ~taken[cand]
-        if ok.any():
-            best = cand[ok][np.argsort(distances[ok], kind="stable")[0]]
-            taken[best] = True
-            match_of_gt[g] = best
-    return match_of_gt, taken
-
-
 def precision_recall_f1(tp: int, fp: int, fn: int) -> dict[str, float]:
     """The organisers' formulas, including their ``eps``."""
     return {

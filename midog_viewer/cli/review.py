@@ -1,0 +1,149 @@
+"""Sub-commands of the review core: ``import``, ``export``, ``counts`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add import, export, counts and evaluate to the ``midog-viewer`` command."""
+    p = subparsers.add_parser("import", help="import an annotation file into a review database as ground truth")
+    p.add_argument("file", type=Path, help="MIDOG/COCO JSON, SlideRunner .sqlite, QuPath .geojson or .csv")
+    p.add_argument("--db", type=Path, required=True, help="review database (created if missing)")
+    p.add_argument("--images", type=Path, help="folder of the images, to register them with their real size and mpp")
+    p.add_argument("--format", dest="fmt", choices=("midog", "coco", "sliderunner", "geojson", "csv"),
+                   help="file format (default: from the suffix; midog = COCO-like with bbox x1,y1,x2,y2, "
+                        "coco = standard bbox x,y,w,h)")
+    p.add_argument("--image", help="GeoJSON only: the image the objects belong to (default: by file stem)")
+    p.add_argument("--point-box-px", type=float, default=50.0, help="box side for point labels, pixels (default 50)")
+    p.add_argument("--point-box-um", type=float, help="box side for point labels in µm, where the mpp is known")
+    p.add_argument("--reviewer", help="name recorded as who imported (default: the login name)")
+    p.add_argument("--json", action="store_true", help='print {"images": n, "classes": {...}} as JSON')
+    p.set_defaults(func=_import)
+
+    p = subparsers.add_parser("export", help="export a review database's labels to another format")
+    p.add_argument("--db", type=Path, required=True, help="review database")
+    p.add_argument("--format", dest="fmt", required=True, choices=("csv", "coco", "sliderunner", "geojson", "midog-json"))
+    p.add_argument("--out", type=Path, required=True, help="output file (GeoJSON: a folder for several slides)")
+    p.add_argument("--objects", choices=("reviewed", "detections", "all"),
+                   help="reviewed labels (default), every detection with its score, or all (default for csv)")
+    p.add_argument("--slide", action="append", help="only this slide (file name); repeatable")
+    p.add_argument("--xywh", action="store_true", help="coco only: write standard COCO [x, y, w, h] boxes")
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser("counts", help="mitoses per HPF, per 10 HPF and per 2 mm², hotspot and mitotic score")
+    p.add_argument("--db", type=Path, required=True, help="review database")
+    p.add_argument("--hpf-mm2", type=float, default=0.237, help="area of one high-power field in mm² (default 0.237)")
+    p.add_argument("--slide", action="append", help="only this slide (file name); repeatable")
+    p.add_argument("--mpp", type=float, help="µm per pixel for slides whose pixel size is unknown")
+    p.add_argument("--window", choices=("10hpf", "2mm2"), default="10hpf", help="hotspot window (default 10 HPF)")
+    p.add_argument("--grid", action="store_true", help="count on a grid even where HPFs were drawn")
+    p.add_argument("--include-pending", action="store_true", help="count unreviewed mitotic-figure detections too")
+    p.add_argument("--csv", type=Path, help="write one row per HPF to this CSV")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=_counts)
+
+    p = subparsers.add_parser("evaluate", help="the official MIDOG metric: TP/FP/FN, precision, recall, F1, AP")
+    p.add_argument("--gt", type=Path, required=True, help="the organisers' ground_truth.json (case → points in mm)")
+    p.add_argument("--pred", type=Path, required=True,
+                   help="prediction folder (predictions.json + */output/mitotic-figures.json) or one JSON "
+                        "mapping case → \"Multiple points\"")
+    p.add_argument("--radius-um", type=float, default=7.5, help="hit radius in µm (default 7.5)")
+    p.add_argument("--metrics", type=Path, help="write the organisers' metrics.json layout (aggregates) here")
+    p.add_argument("--cases-csv", type=Path, help="write one row per case here")
+    p.add_argument("--curve-csv", type=Path, help="write F1 against the score threshold here")
+    p.add_argument("--pr-png", type=Path, help="draw the precision-recall curve to this PNG")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_evaluate)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from midog_viewer.formats.importing import import_file, summary_line
+    from midog_viewer.review import ReviewStore
+
+    with ReviewStore(args.db, reviewer=args.reviewer) as store:
+        summary = import_file(
+            store, args.file, fmt=args.fmt, images_dir=args.images, image_name=args.image,
+            point_box_px=args.point_box_px, point_box_um=args.point_box_um,
+        )
+    print(json.dumps(summary.as_json()) if args.json else summary_line(summary))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from midog_viewer.formats.exporting import export_store
+    from midog_viewer.review import ReviewStore
+
+    with ReviewStore(args.db) as store:
+        summary = export_store(store, args.fmt, args.out, selection=args.objects, slide_names=args.slide,
+                               bbox_format="xywh" if args.xywh else "xyxy")
+    print(f"wrote {summary.objects:,} objects of {summary.slides} slides to {summary.path}")
+    return 0
+
+
+def _counts(args: argparse.Namespace) -> int:
+    from midog_viewer.errors import ReviewStoreError
+    from midog_viewer.review import ReviewStore
+    from midog_viewer.review.counts import count_slide, write_counts_csv
+
+    with ReviewStore(args.db) as store:
+        if args.slide:
+            slides = []
+            for name in args.slide:
+                slide = store.find_slide(name)
+                if slide is None:
+                    raise ReviewStoreError(f"{args.db.name} has no slide named {name!r}.")
+                slides.append(slide)
+        else:
+            slides = store.slides()
+        results = [
+            count_slide(store, slide.id, hpf_mm2=args.hpf_mm2, use_drawn=not args.grid, count_pending=args.include_pending,
+                        window=args.window, mpp=args.mpp if not slide.mpp else None)
+            for slide in slides
+        ]
+    if args.csv:
+        write_counts_csv(args.csv, results)
+    if args.json:
+        print(json.dumps({"hpf_mm2": args.hpf_mm2, "slides": [r.as_json() for r in results]}))
+        return 0
+    for r in results:
+        print(f"{r.slide}: {r.totals['mitoses']} mitoses in {len(r.fields)} {r.field_source} HPF ({r.area_mm2:.3f} mm²); "
+              f"{r.per_10_hpf:.1f} per 10 HPF, {r.per_2_mm2:.1f} per 2 mm²; hotspot {r.hotspot.mitoses}; "
+              f"mitotic score {r.mitotic_score.score}; pending {r.totals['pending']}, rejected {r.totals['rejected']}")
+    if results:
+        print(f"mitotic score thresholds: {results[0].mitotic_score.scaling}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import csv
+
+    from midog_viewer.evaluate import evaluate_cases, write_pr_curve
+    from midog_viewer.formats.gc_points import read_ground_truth, read_predictions
+
+    evaluation = evaluate_cases(read_ground_truth(args.gt), read_predictions(args.pred), args.radius_um / 1000.0)
+    if args.metrics:
+        results = [{"image": c.case, "metrics": {"true_positives": c.tp, "false_negatives": c.fn, "false_positives": c.fp},
+                    "tumor_domain": c.tumor_domain, "roi_type": c.roi_type} for c in evaluation.cases]
+        args.metrics.write_text(json.dumps({"results": results, "aggregates": evaluation.aggregates}, indent=4))
+    for path, rows in ((args.cases_csv, evaluation.case_rows()), (args.curve_csv, evaluation.threshold_curve())):
+        if path and rows:
+            with path.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+    if args.pr_png:
+        write_pr_curve(evaluation, args.pr_png)
+    if args.json:
+        print(json.dumps(evaluation.summary()))
+        return 0
+    for row in evaluation.case_rows():
+        print(f"{row['case']}: TP {row['tp']}, FP {row['fp']}, FN {row['fn']}")
+    a = evaluation.aggregates
+    print(f"TP {evaluation.tp}, FP {evaluation.fp}, FN {evaluation.fn}: precision {a['precision']:.4f}, "
+          f"recall {a['recall']:.4f}, F1 {a['f1_score']:.4f}, AP {a['AP']:.4f}")
+    if evaluation.missing_cases:
+        print(f"cases without predictions (all false negatives): {', '.join(evaluation.missing_cases)}")
+    return 0
