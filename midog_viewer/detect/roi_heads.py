@@ -62,7 +62,7 @@ class CascadeRoIHeads(nn.Module):
             if index.numel():
                 pooled = roi_align(
                     features[level],
-                    rois[index].to(features[level].dtype),
+                    rois[index],
                     output_size=size,
                     spatial_scale=1.0 / cfg.roi_strides[level],
                     sampling_ratio=cfg.roi_sampling_ratio,

@@ -17,3 +17,10 @@ def tiny_config() -> CascadeConfig:
 def tiny_model(tiny_config: CascadeConfig):
     torch.manual_seed(0)
     return build_cascade_rcnn(tiny_config)
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_model, tiny_config, tmp_path):
+    from midog_viewer.detect import save_checkpoint
+
+    return save_checkpoint(tiny_model, tmp_path / "tiny.safetensors", tiny_config, {"purpose": "tests"})

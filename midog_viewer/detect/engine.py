@@ -1,0 +1,241 @@
+"""Run the detector over a slide region: device choice, tiling, stain normalisation, batching, merging.
+
+:class:`Detector` is what the GUI and the CLI use: ``detect`` for scripts, ``iter_detect`` to draw partial
+results per batch and to cancel between batches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from midog_viewer.detect.checkpoint import ModelInfo, load_model
+from midog_viewer.detect.detections import Detections
+from midog_viewer.detect.stain import MacenkoNormalizer
+from midog_viewer.detect.tiling import Region, merge_detections, plan_tiles
+from midog_viewer.errors import ModelError, SlideError
+
+DEMO_MODEL_PATH = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo-tiny.safetensors"
+#: At most this many tiles (spread over the region) are read to fit the stain normalisation.
+STAIN_FIT_TILES = 16
+#: Rough peak GPU memory per 512 × 512 tile in inference, by backbone block type and precision (bytes).
+_BYTES_PER_TILE = {("basic", True): 120e6, ("basic", False): 240e6,
+                   ("bottleneck", True): 400e6, ("bottleneck", False): 800e6}
+_MAX_BATCH = 32
+_CPU_BATCH = 4
+
+
+class SlideLike(Protocol):
+    """What the detector needs of a slide (``midog_viewer.io.Slide`` has it)."""
+
+    width: int
+    height: int
+    mpp: float | None
+
+    def read_region(self, x: int, y: int, w: int, h: int) -> np.ndarray: ...
+
+
+@dataclass
+class DetectionProgress:
+    """One finished batch: ``done`` of ``total`` tiles, this batch's ``detections`` and all ``merged`` so far.
+
+    ``detections`` are the batch's new boxes (duplicates inside the batch removed); ``merged`` is the result
+    over every tile done so far, seams merged, score-filtered: what :meth:`Detector.detect` would return if
+    the run stopped here.
+    """
+
+    done: int
+    total: int
+    detections: Detections
+    merged: Detections
+
+
+def choose_device(device: str | None = None) -> torch.device:
+    """``device`` if given (``cpu``, ``cuda``, ``cuda:1``, ``mps``), else CUDA, then Apple MPS, then CPU."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}; use cpu, cuda or mps.") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("CUDA was asked for but no CUDA GPU is available; use --device cpu.")
+    if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError("Apple MPS was asked for but is not available; use --device cpu.")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"unsupported device {device!r}; use cpu, cuda or mps.")
+    return chosen
+
+
+def clip_region(slide: SlideLike, region: Region | None) -> Region:
+    """The part of ``region`` (x, y, w, h, level-0 px; None = whole slide) inside the slide, or a SlideError."""
+    if region is None:
+        return (0, 0, int(slide.width), int(slide.height))
+    x, y, w, h = (int(v) for v in region)
+    if w <= 0 or h <= 0:
+        raise SlideError(f"region {w}×{h} is empty; width and height must be positive.")
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, int(slide.width)), min(y + h, int(slide.height))
+    if x1 <= x0 or y1 <= y0:
+        raise SlideError(
+            f"region x={x}, y={y}, {w}×{h} lies outside the slide ({slide.width}×{slide.height} px)."
+        )
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def _read_rgb(slide: SlideLike, tile: Region) -> np.ndarray:
+    x, y, w, h = tile
+    pixels = np.asarray(slide.read_region(x, y, w, h))
+    if pixels.dtype != np.uint8 or pixels.shape != (h, w, 3):
+        raise SlideError(f"the slide gave {pixels.dtype} pixels of shape {pixels.shape}, not 8-bit RGB ({h}, {w}, 3).")
+    return pixels
+
+
+class Detector:
+    """A loaded Cascade R-CNN on a device, ready to find mitotic figures in slide regions."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        device: str | None = None,
+        score_thr: float = 0.5,
+        stain_normalize: bool = True,
+        batch_size: int | None = None,
+        *,
+        mmdet_config: str | Path | None = None,
+        tile_size: int = 512,
+        overlap: int = 64,
+        nms_iou: float = 0.5,
+    ) -> None:
+        if model_path is None:
+            if not DEMO_MODEL_PATH.is_file():
+                raise ModelError(
+                    f"the built-in demo model {DEMO_MODEL_PATH} is not there yet; give a model file (--model)."
+                )
+            model_path = DEMO_MODEL_PATH
+        if batch_size is not None and batch_size < 1:
+            raise ModelError(f"batch size must be at least 1, not {batch_size}.")
+        if not 0 <= overlap < tile_size:
+            raise ModelError(f"tile overlap must be between 0 and {tile_size - 1} px, not {overlap}.")
+        self.device = choose_device(device)
+        model, info = load_model(model_path, mmdet_config)
+        self.info: ModelInfo = info
+        self.use_amp = self.device.type == "cuda"
+        if self.device.type == "cuda":
+            model = model.to(self.device, memory_format=torch.channels_last)
+        else:
+            model = model.to(self.device)
+        self.model = model.eval()
+        self.score_thr = float(score_thr)
+        self.stain_normalize = stain_normalize
+        self.tile_size = tile_size
+        self.overlap = overlap
+        self.nms_iou = nms_iou
+        self.batch_size = batch_size if batch_size is not None else self._default_batch_size()
+
+    @property
+    def device_name(self) -> str:
+        """The GPU's name, "Apple MPS" or "CPU"."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        if self.device.type == "mps":
+            return "Apple MPS"
+        return "CPU"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.info.config.class_names
+
+    def _default_batch_size(self) -> int:
+        """On CUDA, as many tiles as fit in free memory (rough per-tile estimate); elsewhere a few."""
+        if self.device.type != "cuda":
+            return _CPU_BATCH
+        free, _ = torch.cuda.mem_get_info(self.device)
+        per_tile = _BYTES_PER_TILE[(self.info.config.block_type, self.use_amp)] * (self.tile_size / 512) ** 2
+        return int(max(1, min(_MAX_BATCH, free * 0.8 // per_tile)))
+
+    def detect(self, slide: SlideLike, region: Region | None = None) -> Detections:
+        """All detections in ``region`` (level-0 x, y, w, h; None = the whole slide) with score ≥ ``score_thr``."""
+        merged = Detections(class_names=self.class_names)
+        for progress in self.iter_detect(slide, region):
+            merged = progress.merged
+        return merged
+
+    def iter_detect(
+        self, slide: SlideLike, region: Region | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[DetectionProgress]:
+        """Yield one :class:`DetectionProgress` per batch of tiles; stop early when ``cancel`` is set."""
+        region = clip_region(slide, region)
+        tiles = plan_tiles(region, self.tile_size, self.overlap)
+        normalizer = self._fit_stains(slide, region, tiles) if self.stain_normalize else None
+        parts: list[Detections] = []
+        done = 0
+        while done < len(tiles):
+            if cancel is not None and cancel.is_set():
+                return
+            batch = tiles[done : done + self.batch_size]
+            images = [_read_rgb(slide, tile) for tile in batch]
+            if normalizer is not None:
+                images = [normalizer.transform(image) for image in images]
+            found = self._run_batch(images)
+            batch_detections = merge_detections(
+                Detections.concatenate(
+                    [d.translated(tile[0], tile[1]) for d, tile in zip(found, batch)], self.class_names
+                ).filter_score(self.score_thr),
+                self.nms_iou,
+            )
+            parts.append(batch_detections)
+            done += len(batch)
+            merged = merge_detections(Detections.concatenate(parts, self.class_names), self.nms_iou)
+            yield DetectionProgress(done, len(tiles), batch_detections, merged)
+
+    def _fit_stains(self, slide: SlideLike, region: Region, tiles: list[Region]) -> MacenkoNormalizer:
+        """Fit Macenko once on up to STAIN_FIT_TILES tiles spread evenly over the region."""
+        picks = np.unique(np.linspace(0, len(tiles) - 1, min(len(tiles), STAIN_FIT_TILES)).round().astype(int))
+        pixels = np.concatenate([_read_rgb(slide, tiles[i]).reshape(-1, 3) for i in picks])
+        normalizer = MacenkoNormalizer()
+        normalizer.fit(pixels.reshape(-1, 1, 3))
+        return normalizer
+
+    def _run_batch(self, images: list[np.ndarray]) -> list[Detections]:
+        """Run the model on a batch; out of GPU memory, retry in halves, then raise ModelError."""
+        try:
+            return self._forward(images)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(images) == 1:
+                raise ModelError(
+                    f"out of memory on {self.device_name} even with one tile per batch; use --device cpu."
+                ) from None
+            self.batch_size = max(1, len(images) // 2)
+            half = len(images) // 2
+            return self._run_batch(images[:half]) + self._run_batch(images[half:])
+
+    @torch.inference_mode()
+    def _forward(self, images: list[np.ndarray]) -> list[Detections]:
+        tensors = [
+            torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
+            for image in images
+        ]
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
+            outputs = self.model(tensors)
+        return [
+            Detections(
+                out["boxes"].float().cpu().numpy(),
+                out["scores"].float().cpu().numpy(),
+                out["labels"].cpu().numpy(),
+                self.class_names,
+            )
+            for out in outputs
+        ]

@@ -1,0 +1,151 @@
+"""The Detector over slide regions: seams, edges, small regions, cancellation, bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from detect_standins import StandInSlide
+from torch import nn
+
+from midog_viewer.detect import Detections, Detector
+from midog_viewer.detect.engine import DEMO_MODEL_PATH, choose_device
+from midog_viewer.errors import ModelError, SlideError
+
+
+class DarkBlobModel(nn.Module):
+    """Stands in for the network: reports the bounding box of the dark pixels of each tile it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def forward(self, images):
+        self.calls.append([tuple(im.shape[1:]) for im in images])
+        outputs = []
+        for image in images:
+            ys, xs = torch.nonzero(image.mean(0) < 60, as_tuple=True)
+            if ys.numel():
+                box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()[None]
+                outputs.append({"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([0])})
+            else:
+                outputs.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)})
+        return outputs
+
+
+def _slide_with_blob(width, height, x0, y0, size=40):
+    pixels = np.full((height, width, 3), 255, np.uint8)
+    pixels[y0 : y0 + size, x0 : x0 + size] = 20
+    return StandInSlide(pixels)
+
+
+@pytest.fixture
+def blob_detector(tiny_checkpoint):
+    detector = Detector(tiny_checkpoint, device="cpu", score_thr=0.5, stain_normalize=False, batch_size=2)
+    detector.model = DarkBlobModel()
+    return detector
+
+
+def test_a_mitosis_on_a_tile_seam_is_reported_once(blob_detector):
+    # Tiles start at x = 0 and x = 448: the blob at x 460..500 lies wholly inside both.
+    slide = _slide_with_blob(960, 400, 460, 100)
+    result = blob_detector.detect(slide)
+    assert len(blob_detector.model.calls[0]) == 2  # both tiles ran
+    assert len(result) == 1
+    assert result.boxes[0].tolist() == [460, 100, 500, 140]
+    assert result.label_names() == ["mitotic figure"]
+
+
+def test_regions_at_the_slide_edge_and_smaller_than_a_tile(blob_detector):
+    slide = _slide_with_blob(700, 600, 660, 560)  # the blob touches the bottom-right corner
+    result = blob_detector.detect(slide, region=(600, 500, 300, 300))  # reaches past the slide: clipped
+    assert result.boxes.tolist() == [[660, 560, 700, 600]]
+    assert blob_detector.model.calls[-1] == [(100, 100)]  # one tile, only the part inside the slide
+    assert len(blob_detector.detect(slide, region=(0, 0, 200, 200))) == 0
+
+
+def test_region_outside_the_slide_and_empty_region(blob_detector):
+    slide = _slide_with_blob(300, 300, 10, 10)
+    with pytest.raises(SlideError, match="outside the slide"):
+        blob_detector.detect(slide, region=(400, 0, 50, 50))
+    with pytest.raises(SlideError, match="empty"):
+        blob_detector.detect(slide, region=(0, 0, 0, 10))
+
+
+def test_non_rgb_slide_is_a_slide_error(blob_detector):
+    slide = StandInSlide(np.zeros((100, 100), np.uint16))
+    with pytest.raises(SlideError, match="not 8-bit RGB"):
+        blob_detector.detect(slide)
+
+
+def test_progress_per_batch_and_cancel(blob_detector):
+    slide = _slide_with_blob(1400, 900, 460, 100)
+    progress = list(blob_detector.iter_detect(slide))
+    assert [p.done for p in progress] == [2, 4, 6]
+    assert all(p.total == 6 for p in progress)
+    assert isinstance(progress[0].detections, Detections)
+    assert len(progress[-1].merged) == 1
+    cancel = threading.Event()
+    seen = []
+    for item in blob_detector.iter_detect(slide, cancel=cancel):
+        seen.append(item)
+        cancel.set()
+    assert len(seen) == 1
+
+
+def test_score_threshold_filters(tiny_checkpoint):
+    detector = Detector(tiny_checkpoint, device="cpu", score_thr=0.95, stain_normalize=False)
+    detector.model = DarkBlobModel()
+    assert len(detector.detect(_slide_with_blob(300, 300, 10, 10))) == 0
+
+
+def test_real_model_with_stain_normalisation_runs_on_a_region(tiny_checkpoint):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (300, 700, 3), dtype=np.uint8)
+    detector = Detector(tiny_checkpoint, device="cpu", score_thr=0.0, stain_normalize=True)
+    assert detector.device_name == "CPU"
+    result = detector.detect(StandInSlide(pixels), region=(50, 20, 640, 260))
+    assert result.boxes.dtype == np.float32
+    if len(result):
+        assert result.boxes[:, 0].min() >= 50 and result.boxes[:, 2].max() <= 690
+        assert result.boxes[:, 1].min() >= 20 and result.boxes[:, 3].max() <= 280
+
+
+def test_bad_model_settings(tiny_checkpoint, tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        Detector(tmp_path / "missing.safetensors", device="cpu")
+    with pytest.raises(ModelError, match="batch size"):
+        Detector(tiny_checkpoint, device="cpu", batch_size=0)
+    with pytest.raises(ModelError, match="unknown device|unsupported device"):
+        choose_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA"):
+            choose_device("cuda")
+    assert choose_device("cpu").type == "cpu"
+    if not DEMO_MODEL_PATH.is_file():
+        with pytest.raises(ModelError, match="demo model"):
+            Detector(device="cpu")
+
+
+def test_stains_are_fitted_once_per_region_not_per_tile(blob_detector, monkeypatch):
+    from midog_viewer.detect import stain
+
+    fits = []
+    original = stain.MacenkoNormalizer.fit
+    monkeypatch.setattr(stain.MacenkoNormalizer, "fit", lambda self, rgb: fits.append(rgb.shape) or original(self, rgb))
+    blob_detector.stain_normalize = True
+    slide = _slide_with_blob(1400, 900, 460, 100)
+    assert len(blob_detector.detect(slide)) == 1
+    assert len(fits) == 1
+
+
+def test_a_real_slide_region(tiny_checkpoint, shared_data):
+    io = pytest.importorskip("midog_viewer.io")
+    with io.open_slide(shared_data / "slides" / "CMU-1-Small-Region.svs") as slide:
+        detector = Detector(tiny_checkpoint, device="cpu", score_thr=0.0, batch_size=2)
+        result = detector.detect(slide, region=(2000, 2800, 400, 400))  # reaches past the right and bottom edges
+    assert len(result) <= detector.model.config.test_max_per_img
+    if len(result):
+        assert result.boxes[:, 2].max() <= slide.width and result.boxes[:, 3].max() <= slide.height
