@@ -1,0 +1,134 @@
+"""Counts per HPF, per 10 HPF and per 2 mm², the hotspot, and the scaled Nottingham mitotic score."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from midog_viewer.errors import ReviewStoreError
+from midog_viewer.review import ReviewStore
+from midog_viewer.review.counts import (
+    count_slide,
+    hpf_size_px,
+    mitotic_score,
+    write_counts_csv,
+)
+
+MPP = 0.25
+
+
+def box_at(x, y, size=50):
+    return [x - size / 2, y - size / 2, x + size / 2, y + size / 2]
+
+
+@pytest.fixture
+def store(tmp_path):
+    with ReviewStore(tmp_path / "c.db", reviewer="t") as s:
+        yield s
+
+
+def test_hpf_size_has_the_area_and_aspect():
+    w, h = hpf_size_px(0.237, MPP)
+    assert math.isclose(w * h * (MPP / 1000) ** 2, 0.237)
+    assert math.isclose(w / h, 4 / 3)
+
+
+@pytest.mark.parametrize(
+    ("hpf_mm2", "count", "score", "score_1_max", "score_3_min"),
+    [
+        (0.274, 9, 1, 9, 20), (0.274, 10, 2, 9, 20), (0.274, 19, 2, 9, 20), (0.274, 20, 3, 9, 20),
+        (0.237, 8, 1, 8, 18), (0.237, 9, 2, 8, 18), (0.237, 17, 2, 8, 18), (0.237, 18, 3, 8, 18),
+    ],
+)
+def test_mitotic_score_thresholds_scale_with_field_area(hpf_mm2, count, score, score_1_max, score_3_min):
+    result = mitotic_score(count, hpf_mm2)
+    assert (result.score, result.score_1_max, result.score_3_min) == (score, score_1_max, score_3_min)
+    assert f"{hpf_mm2:g}" in result.scaling and "0.274" in result.scaling
+
+
+def test_grid_counts_by_status(store):
+    w, h = hpf_size_px(0.237, MPP)
+    slide_id = store.add_slide("s.tiff", MPP, int(2 * w), int(h))  # exactly two fields side by side
+    run = store.add_detection_run(slide_id, "m", {})
+    centres = [(100, 100), (200, 100), (300, 100), (w + 100, 100), (w + 200, 100)]
+    ids = store.add_detections(run, np.array([box_at(*c) for c in centres]), [0.9] * 5,
+                               ["mitotic figure"] * 4 + ["hard negative"])
+    store.decide(int(ids[0]), "accept")
+    store.decide(int(ids[1]), "reject")
+    store.decide(int(ids[3]), "relabel", label="hard negative")
+    store.add_annotations(slide_id, np.array([box_at(w + 300, 200)]), ["mitotic figure"], "gt.json")
+    store.add_annotation(slide_id, box_at(400, 300), "mitotic figure")
+    counts = count_slide(store, slide_id)
+    assert counts.field_source == "grid" and len(counts.fields) == 2
+    left, right = counts.fields
+    assert (left.accepted, left.ground_truth, left.pending, left.rejected, left.mitoses) == (2, 0, 1, 1, 2)
+    assert (right.accepted, right.ground_truth, right.pending, right.rejected, right.mitoses) == (0, 1, 0, 1, 1)
+    assert math.isclose(counts.area_mm2, 2 * 0.237, rel_tol=1e-3)
+    assert math.isclose(counts.per_2_mm2, 3 / counts.area_mm2 * 2)
+    assert math.isclose(counts.per_10_hpf, 3 / counts.area_mm2 * 2.37)
+    with_pending = count_slide(store, slide_id, count_pending=True)
+    assert with_pending.totals["mitoses"] == 4
+
+
+def test_edge_fields_keep_their_true_area(store):
+    w, h = hpf_size_px(0.237, MPP)
+    slide_id = store.add_slide("edge.tiff", MPP, int(1.5 * w), int(h))
+    counts = count_slide(store, slide_id)
+    assert len(counts.fields) == 2
+    assert math.isclose(counts.fields[1].area_mm2, 0.237 * (int(1.5 * w) - w) / w, rel_tol=1e-3)
+
+
+def test_drawn_hpfs_take_precedence_and_give_the_score(store):
+    slide_id = store.add_slide("d.tiff", MPP, 20_000, 20_000)
+    w, h = hpf_size_px(0.237, MPP)
+    store.add_annotations(slide_id, np.array([box_at(100 + 60 * i, 100) for i in range(5)]), ["mitotic figure"] * 5, "gt")
+    store.add_hpf(slide_id, (0, 0, w, h))
+    counts = count_slide(store, slide_id)
+    assert counts.field_source == "drawn" and len(counts.fields) == 1 and counts.fields[0].mitoses == 5
+    assert math.isclose(counts.per_10_hpf, 50.0, rel_tol=1e-6)  # 5 in one HPF → 50 per 10 HPF
+    assert counts.mitotic_score.score == 3
+    assert count_slide(store, slide_id, use_drawn=False).field_source == "grid"
+
+
+def test_hotspot_finds_the_dense_window(store):
+    slide_id = store.add_slide("h.tiff", MPP, 40_000, 40_000)
+    rng = np.random.default_rng(0)
+    sparse = rng.uniform(0, 40_000, size=(30, 2))
+    dense = rng.uniform(25_000, 26_000, size=(40, 2))
+    points = np.vstack([sparse, dense])
+    store.add_annotations(slide_id, np.array([box_at(x, y) for x, y in points]), ["mitotic figure"] * 70, "gt")
+    counts = count_slide(store, slide_id)
+    hot = counts.hotspot
+    assert hot.mitoses >= 40
+    assert hot.x <= 25_000 and hot.x + hot.w >= 26_000 and hot.y <= 25_000 and hot.y + hot.h >= 26_000
+    assert math.isclose(hot.area_mm2, 2.37, rel_tol=1e-6)
+    inside = ((points[:, 0] >= hot.x) & (points[:, 0] < hot.x + hot.w)
+              & (points[:, 1] >= hot.y) & (points[:, 1] < hot.y + hot.h)).sum()
+    assert hot.mitoses == inside
+    assert counts.mitotic_score.score == 3
+    two_mm2 = count_slide(store, slide_id, window="2mm2").hotspot
+    assert math.isclose(two_mm2.area_mm2, 2.0, rel_tol=1e-6)
+
+
+def test_counts_csv_has_one_row_per_hpf(store, tmp_path):
+    slide_id = store.add_slide("csv.tiff", MPP, 10_000, 8_000)
+    counts = count_slide(store, slide_id, hpf_mm2=0.5)
+    write_counts_csv(tmp_path / "counts.csv", [counts])
+    rows = list(csv.DictReader((tmp_path / "counts.csv").open()))
+    assert len(rows) == len(counts.fields) > 1
+    assert {"slide", "hpf_id", "x", "y", "w_px", "h_px", "area_mm2", "accepted", "pending", "rejected"} <= set(rows[0])
+    assert math.isclose(sum(float(r["area_mm2"]) for r in rows), 10_000 * 8_000 * (MPP / 1000) ** 2, rel_tol=1e-4)
+
+
+def test_counts_need_a_pixel_size(store):
+    slide_id = store.add_slide("nompp.tiff", None, 1000, 1000)
+    with pytest.raises(ReviewStoreError, match="pixel size"):
+        count_slide(store, slide_id)
+    assert count_slide(store, slide_id, mpp=0.25).mpp == 0.25
+    with pytest.raises(ReviewStoreError):
+        count_slide(store, slide_id, mpp=0.25, hpf_mm2=0)
+    with pytest.raises(ReviewStoreError):
+        count_slide(store, slide_id, mpp=0.25, window="5hpf")
