@@ -1,0 +1,68 @@
+"""SlideRunner databases: written with MIDOG.sqlite's schema, read back to the same boxes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from midog_viewer.errors import AnnotationFormatError
+from midog_viewer.formats import sliderunner
+from midog_viewer.formats.records import ImageAnnotations
+
+IMAGES = [
+    ImageAnnotations("a.tiff", 1000, 800, None, np.array([[0, 0, 50, 50], [100.5, 100.5, 150.5, 150.5]]),
+                     ["mitotic figure", "hard negative"]),
+    ImageAnnotations("b.tiff", None, None, None, np.zeros((0, 4)), []),
+]
+
+
+def schema(path):
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name").fetchall()
+    db.close()
+    return [(kind, name, " ".join(sql.split())) for kind, name, sql in rows]
+
+
+def test_written_schema_is_midog_sqlite_schema(shared_data, tmp_path):
+    sliderunner.write(tmp_path / "out.sqlite", IMAGES)
+    assert schema(tmp_path / "out.sqlite") == schema(shared_data / "annotations" / "MIDOG.sqlite")
+
+
+def test_round_trip_as_centre_spots(tmp_path):
+    sliderunner.write(tmp_path / "out.sqlite", IMAGES, person="alice")
+    back = sliderunner.read(tmp_path / "out.sqlite")
+    assert [i.name for i in back] == ["a.tiff", "b.tiff"]
+    np.testing.assert_array_equal(back[0].boxes, IMAGES[0].boxes)
+    assert back[0].labels == IMAGES[0].labels and (back[0].width, back[0].height) == (1000, 800)
+    db = sqlite3.connect(tmp_path / "out.sqlite")
+    assert db.execute("SELECT name FROM Persons").fetchall() == [("alice",)]
+    assert db.execute("SELECT name FROM Classes ORDER BY uid").fetchall() == [("mitotic figure",), ("not mitotic figure",)]
+    assert db.execute("SELECT COUNT(*) FROM Annotations WHERE guid IS NULL").fetchone()[0] == 0  # triggers ran
+    db.close()
+
+
+def test_rewrite_replaces_the_file(tmp_path):
+    sliderunner.write(tmp_path / "out.sqlite", IMAGES)
+    sliderunner.write(tmp_path / "out.sqlite", IMAGES[:1])
+    assert len(sliderunner.read(tmp_path / "out.sqlite")) == 1
+
+
+def test_faults_name_the_row(tmp_path):
+    sliderunner.write(tmp_path / "out.sqlite", IMAGES)
+    db = sqlite3.connect(tmp_path / "out.sqlite")
+    db.create_function("pycurrent_time", 0, lambda: 0.0)
+    db.execute("UPDATE Annotations_coordinates SET coordinateX = 'left' WHERE uid = 2")
+    db.commit()
+    db.close()
+    with pytest.raises(AnnotationFormatError, match="uid=2 has coordinateX 'left'"):
+        sliderunner.read(tmp_path / "out.sqlite")
+    (tmp_path / "junk.sqlite").write_bytes(b"garbage" * 500)
+    with pytest.raises(AnnotationFormatError, match="not a readable SlideRunner database"):
+        sliderunner.read(tmp_path / "junk.sqlite")
+    other = sqlite3.connect(tmp_path / "other.sqlite")
+    other.execute("CREATE TABLE Slides (uid INTEGER)")
+    other.close()
+    with pytest.raises(AnnotationFormatError, match="table Slides lacks"):
+        sliderunner.read(tmp_path / "other.sqlite")
