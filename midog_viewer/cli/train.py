@@ -1,0 +1,144 @@
+"""``midog-viewer train``: train or fine-tune the detector in this process, writing a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+CONFIG_NAMES = ("tiny", "r50", "x101-64x4d")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the detector on reviewed labels, a MIDOG COCO file or synthetic figures",
+        description="Train or fine-tune the mitosis detector. Writes RUN_DIR/progress.jsonl, a checkpoint per "
+        "epoch, best.safetensors and last.safetensors, and metrics.json with the validation MIDOG F1. "
+        "SIGTERM or Ctrl-C stops after the current step and keeps the last checkpoint; --resume continues.",
+    )
+    data = parser.add_argument_group("data (one or more sources; split by image)")
+    data.add_argument("--db", action="append", default=[], metavar="DB", help="review database (repeatable)")
+    data.add_argument("--coco", metavar="JSON", help="MIDOG COCO-style annotation file")
+    data.add_argument("--images", metavar="DIR", help="folder holding the images the --coco file names")
+    data.add_argument("--split", metavar="FILE", help="train_val_split.txt-style split of the --coco images")
+    data.add_argument("--bbox-format", choices=("xyxy", "xywh"), default="xyxy",
+                      help="bbox layout in --coco (MIDOG files: xyxy, the default; standard COCO: xywh)")
+    data.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic HPFs")
+    data.add_argument("--synthetic-size", type=int, default=512, metavar="PX", help="side of the synthetic HPFs")
+    data.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                      help="share of images for validation when no --split is given (default 0.2)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--config", choices=CONFIG_NAMES, help="architecture (may be left out with --init)")
+    model.add_argument("--init", metavar="CKPT", help="fine-tune from this checkpoint (ours or an mmdet .pth)")
+    model.add_argument("--baseline", metavar="CKPT", help="model to compare against on validation (default: --init)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
+    run.add_argument("--resume", metavar="RUN", help="continue the run saved in this folder")
+    run.add_argument("--epochs", type=int, help="epochs in all (default 50; on --resume, the saved run's)")
+    run.add_argument("--batch-size", type=int, help="patches per step (default 4)")
+    run.add_argument("--lr", type=float, help="base learning rate (default 0.01)")
+    run.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 500)")
+    run.add_argument("--lr-decay", type=int, nargs="*", metavar="EPOCH", help="epochs after which lr is x0.1")
+    run.add_argument("--patch-size", type=int, metavar="PX", help="training patch side (default 512)")
+    run.add_argument("--rcnn-samples", type=int, metavar="N",
+                     help="RoIs sampled per patch for the heads (default: the configuration's; fewer is faster)")
+    run.add_argument("--log-every", type=int, metavar="STEPS", help="steps between progress lines (default 10)")
+    run.add_argument("--workers", type=int, help="data-loading worker processes (default 0)")
+    run.add_argument("--seed", type=int, help="seed of patch positions, augmentation and the random split")
+    run.add_argument("--no-stain", action="store_true", help="skip Macenko stain normalisation")
+    run.add_argument("--keep-epochs", type=int, metavar="K", help="keep only the K newest per-epoch checkpoints")
+    run.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); AMP is used on cuda")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=handle_train)
+
+
+def handle_train(args: argparse.Namespace) -> int:
+    from midog_viewer.train import DataSpec, Recipe, train
+
+    data = DataSpec(
+        dbs=list(args.db),
+        coco=args.coco,
+        images=args.images,
+        split=args.split,
+        bbox_format=args.bbox_format,
+        synthetic=args.synthetic,
+        synthetic_size=args.synthetic_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed or 0,
+    )
+    recipe = _recipe(args, Recipe)
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = train(
+            None if data.empty else data,
+            args.out,
+            config=args.config,
+            recipe=recipe,
+            device=args.device,
+            init=args.init,
+            baseline=args.baseline,
+            resume=args.resume,
+            should_stop=stop,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    summary = {
+        "status": result.status,
+        "run": str(result.run_dir),
+        "val_f1": result.best_f1,
+        "best_epoch": result.best_epoch,
+        "baseline_f1": result.baseline_f1,
+        "epochs_done": result.epochs_done,
+        "step": result.step,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    elif result.status == "cancelled":
+        print(f"cancelled at step {result.step}; last checkpoint kept; resume with --resume {result.run_dir}",
+              file=sys.stderr)
+    else:
+        f1 = "n/a" if result.best_f1 is None else f"{result.best_f1:.4f}"
+        print(f"done: best validation F1 {f1} (epoch {result.best_epoch}); model {result.best_checkpoint}")
+    return 0
+
+
+def _recipe(args: argparse.Namespace, recipe_cls):
+    """The recipe from the options given; None on --resume with no option, so the saved one is reused."""
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "warmup_steps": args.warmup_steps,
+        "lr_decay_epochs": tuple(args.lr_decay) if args.lr_decay is not None else None,
+        "workers": args.workers,
+        "patch_size": args.patch_size,
+        "rcnn_samples": args.rcnn_samples,
+        "log_every": args.log_every,
+        "seed": args.seed,
+        "keep_epoch_checkpoints": args.keep_epochs,
+        "stain_normalise": False if args.no_stain else None,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.resume:
+        from midog_viewer.train import saved_recipe
+
+        base = saved_recipe(args.resume).to_dict()
+        return recipe_cls.from_dict({**base, **overrides})
+    return recipe_cls(**overrides)
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; training checks it between steps and saves before leaving."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self, signum: int, frame: object) -> None:
+        self.stopped = True
+
+    def __call__(self) -> bool:
+        return self.stopped

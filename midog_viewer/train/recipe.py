@@ -1,0 +1,201 @@
+"""The seed's training recipe: hyper-parameters, augmentation and the learning-rate schedule.
+
+Defaults follow the seed (MIDOG 2021 Cascade R-CNN): SGD lr 0.01, momentum 0.9, weight decay 1e-4,
+linear warm-up over 500 steps from ratio 0.001, gradient clipping, batch 4, 50 epochs; 512 px patches
+augmented by flips, a random crop that keeps at least 0.3 of each box, multi-scale resizing (512 px and
+four more scales in 64 px steps around it) and colour/contrast jitter. Everything is a field, so a run
+can change it and the run folder records what was used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from midog_viewer.errors import TrainingError
+
+
+@dataclass
+class Recipe:
+    """Hyper-parameters of one training run (JSON-serialisable, saved in the run folder)."""
+
+    epochs: int = 50
+    batch_size: int = 4
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    warmup_ratio: float = 0.001
+    #: Epochs (1-based, counted from the start of the run) after which the learning rate is multiplied by 0.1.
+    lr_decay_epochs: tuple[int, ...] = ()
+    grad_clip_norm: float = 35.0
+    #: Training-time sampling of the model (None keeps the configuration's): RoIs per image for the R-CNN
+    #: heads and RPN proposals kept per image. Smaller is faster on a CPU; checkpoints keep the preset's values.
+    rcnn_samples: int | None = None
+    rpn_train_proposals: int | None = None
+    patch_size: int = 512
+    #: Extra scales on either side of ``patch_size`` (2 → 4 more scales), ``scale_step`` px apart
+    #: (None: an eighth of the patch, 64 px for 512 px patches).
+    scales_each_side: int = 2
+    scale_step: int | None = None
+    min_crop_visible: float = 0.3
+    crop_probability: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.1
+    hue: float = 0.02
+    stain_normalise: bool = True
+    #: Mixed precision; used only on CUDA.
+    amp: bool = True
+    seed: int = 0
+    #: Training patches drawn per labelled object per epoch.
+    patches_per_object: int = 1
+    workers: int = 0
+    log_every: int = 10
+    #: Keep only this many per-epoch checkpoints (0 keeps all); ``best`` and ``last`` are always kept.
+    keep_epoch_checkpoints: int = 0
+    #: Score threshold for "mitotic figure" predictions when computing the validation F1.
+    val_score_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.lr_decay_epochs = tuple(int(e) for e in self.lr_decay_epochs)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise TrainingError("epochs and batch size must be at least 1.")
+        if self.lr <= 0:
+            raise TrainingError(f"the learning rate must be positive, got {self.lr}.")
+        if self.patch_size < 64 or min(self.scales) < 32:
+            raise TrainingError("the patch size and scales leave a patch smaller than 32 px.")
+        if not 0.0 < self.min_crop_visible <= 1.0:
+            raise TrainingError("min_crop_visible must be in (0, 1].")
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        """Training image sizes: the patch size and ``scales_each_side`` more on each side."""
+        k = self.scales_each_side
+        step = self.scale_step or self.patch_size // 8
+        return tuple(self.patch_size + i * step for i in range(-k, k + 1))
+
+    def model_overrides(self) -> dict[str, int]:
+        """Fields of the model configuration this recipe changes for training."""
+        overrides = {"rcnn_num_samples": self.rcnn_samples, "rpn_train_max_per_img": self.rpn_train_proposals}
+        return {k: int(v) for k, v in overrides.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["lr_decay_epochs"] = list(self.lr_decay_epochs)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TrainingError(f"unknown recipe setting(s): {', '.join(unknown)}.")
+        return cls(**data)
+
+
+def lr_factor(step: int, steps_per_epoch: int, recipe: Recipe) -> float:
+    """Multiplier of ``recipe.lr`` at optimisation step ``step`` (0-based): linear warm-up, then steps."""
+    factor = 1.0
+    if step < recipe.warmup_steps:
+        factor = recipe.warmup_ratio + (1.0 - recipe.warmup_ratio) * step / recipe.warmup_steps
+    epoch_done = step // max(1, steps_per_epoch)
+    decays = sum(1 for e in recipe.lr_decay_epochs if epoch_done >= e)
+    return factor * (0.1**decays)
+
+
+@dataclass
+class Augmenter:
+    """Random augmentation of one patch and its boxes, following the recipe.
+
+    Called with a uint8 image tensor [3,H,W], boxes [N,4] xyxy (float) and labels [N] (int64);
+    returns the float image (0..255), boxes and labels. A ``torch.Generator`` makes it reproducible.
+    """
+
+    recipe: Recipe
+    _jitter: v2.ColorJitter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        r = self.recipe
+        self._jitter = v2.ColorJitter(r.brightness, r.contrast, r.saturation, r.hue)
+
+    def __call__(
+        self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r = self.recipe
+        height, width = image.shape[-2:]
+        img = tv_tensors.Image(image)
+        bbs = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))
+
+        if _coin(generator) < 0.5:
+            img, bbs = F.horizontal_flip(img), F.horizontal_flip(bbs)
+        if _coin(generator) < 0.5:
+            img, bbs = F.vertical_flip(img), F.vertical_flip(bbs)
+        if len(boxes) and _coin(generator) < r.crop_probability:
+            img, bbs, labels = random_crop_keeping_boxes(img, bbs, labels, r.min_crop_visible, generator)
+        scale = r.scales[int(torch.randint(len(r.scales), (1,), generator=generator))]
+        if scale != max(img.shape[-2:]):
+            size = _scaled_size(img.shape[-2:], scale)
+            img, bbs = F.resize(img, list(size), antialias=True), F.resize(bbs, list(size))
+        # ColorJitter draws from torch's global generator: seed it from ours so runs are reproducible.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+            img = self._jitter(img)
+        return img.as_subclass(torch.Tensor).float(), bbs.as_subclass(torch.Tensor).float(), labels
+
+
+def random_crop_keeping_boxes(
+    image: tv_tensors.Image,
+    boxes: tv_tensors.BoundingBoxes,
+    labels: torch.Tensor,
+    min_visible: float,
+    generator: torch.Generator,
+    attempts: int = 20,
+) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes, torch.Tensor]:
+    """Crop a random window (50–100 % of each side) in which every box keeps ≥ ``min_visible`` of its area.
+
+    A box's clipped part is a subset of it, so its IoU with the original equals the visible fraction.
+    Boxes wholly outside the window are dropped; if no window keeps every other box well enough and at
+    least one box, the input comes back unchanged.
+    """
+    height, width = image.shape[-2:]
+    plain = boxes.as_subclass(torch.Tensor)
+    areas = ((plain[:, 2] - plain[:, 0]) * (plain[:, 3] - plain[:, 1])).clamp(min=1e-6)
+    for _ in range(attempts):
+        ch = int(height * (0.5 + 0.5 * _coin(generator)))
+        cw = int(width * (0.5 + 0.5 * _coin(generator)))
+        top = int(_coin(generator) * (height - ch + 1))
+        left = int(_coin(generator) * (width - cw + 1))
+        clipped = plain.clone()
+        clipped[:, 0::2] = (clipped[:, 0::2] - left).clamp(0, cw)
+        clipped[:, 1::2] = (clipped[:, 1::2] - top).clamp(0, ch)
+        visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) / areas
+        inside = visible > 0
+        if not inside.any() or (visible[inside] < min_visible).any():
+            continue
+        cropped_image = F.crop(image, top, left, ch, cw)
+        cropped_boxes = tv_tensors.wrap(clipped[inside], like=boxes, canvas_size=(ch, cw))
+        return cropped_image, cropped_boxes, labels[inside]
+    return image, boxes, labels
+
+
+def _scaled_size(shape: tuple[int, int] | torch.Size, longest: int) -> tuple[int, int]:
+    height, width = int(shape[0]), int(shape[1])
+    ratio = longest / max(height, width)
+    return max(1, round(height * ratio)), max(1, round(width * ratio))
+
+
+def _coin(generator: torch.Generator) -> float:
+    return float(torch.rand((), generator=generator))
+
+
+def total_steps(n_patches: int, recipe: Recipe) -> int:
+    """Optimisation steps in a run: batches per epoch (last partial batch included) times epochs."""
+    return math.ceil(n_patches / recipe.batch_size) * recipe.epochs
