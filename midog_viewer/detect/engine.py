@@ -17,7 +17,8 @@ import torch
 
 from midog_viewer.detect.checkpoint import ModelInfo, load_model
 from midog_viewer.detect.detections import Detections
-from midog_viewer.detect.stain import MacenkoNormalizer
+from midog_viewer.detect.model import CascadeRCNN
+from midog_viewer.detect.stain import LIGHT_INTENSITY, MacenkoNormalizer
 from midog_viewer.detect.tiling import Region, merge_detections, plan_tiles
 from midog_viewer.errors import ModelError, SlideError
 
@@ -101,6 +102,16 @@ def _read_rgb(slide: SlideLike, tile: Region) -> np.ndarray:
     return pixels
 
 
+def normalize_stains(image: torch.Tensor, od_matrix: torch.Tensor) -> torch.Tensor:
+    """Macenko on the device: a (3, H, W) float RGB 0..255 image through the fitted 3×3 optical-density map.
+
+    Same arithmetic as :meth:`MacenkoNormalizer.transform` (including the truncation to whole grey levels).
+    """
+    od = -torch.log((image + 1.0) / LIGHT_INTENSITY)
+    mapped = torch.einsum("ij,jhw->ihw", od_matrix, od)
+    return (LIGHT_INTENSITY * torch.exp(-mapped)).clamp(0, 255).floor()
+
+
 class Detector:
     """A loaded Cascade R-CNN on a device, ready to find mitotic figures in slide regions."""
 
@@ -123,18 +134,56 @@ class Detector:
                     f"the built-in demo model {DEMO_MODEL_PATH} is not there yet; give a model file (--model)."
                 )
             model_path = DEMO_MODEL_PATH
+        device_chosen = choose_device(device)
+        model, info = load_model(model_path, mmdet_config)
+        self._setup(model, info, device_chosen, score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: CascadeRCNN,
+        info: ModelInfo | None = None,
+        device: str | None = None,
+        score_thr: float = 0.5,
+        stain_normalize: bool = True,
+        batch_size: int | None = None,
+        *,
+        tile_size: int = 512,
+        overlap: int = 64,
+        nms_iou: float = 0.5,
+    ) -> Detector:
+        """A detector around a model already in memory (e.g. one just trained), without a checkpoint file."""
+        if info is None:
+            info = ModelInfo(path=Path("<in memory>"), format="in-memory", config=model.config)
+        detector = cls.__new__(cls)
+        detector._setup(
+            model, info, choose_device(device), score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou
+        )
+        return detector
+
+    def _setup(
+        self,
+        model: CascadeRCNN,
+        info: ModelInfo,
+        device: torch.device,
+        score_thr: float,
+        stain_normalize: bool,
+        batch_size: int | None,
+        tile_size: int,
+        overlap: int,
+        nms_iou: float,
+    ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ModelError(f"batch size must be at least 1, not {batch_size}.")
         if not 0 <= overlap < tile_size:
             raise ModelError(f"tile overlap must be between 0 and {tile_size - 1} px, not {overlap}.")
-        self.device = choose_device(device)
-        model, info = load_model(model_path, mmdet_config)
-        self.info: ModelInfo = info
-        self.use_amp = self.device.type == "cuda"
-        if self.device.type == "cuda":
-            model = model.to(self.device, memory_format=torch.channels_last)
+        self.device = device
+        self.info = info
+        self.use_amp = device.type == "cuda"
+        if device.type == "cuda":
+            model = model.to(device, memory_format=torch.channels_last)
         else:
-            model = model.to(self.device)
+            model = model.to(device)
         self.model = model.eval()
         self.score_thr = float(score_thr)
         self.stain_normalize = stain_normalize
@@ -177,17 +226,19 @@ class Detector:
         """Yield one :class:`DetectionProgress` per batch of tiles; stop early when ``cancel`` is set."""
         region = clip_region(slide, region)
         tiles = plan_tiles(region, self.tile_size, self.overlap)
-        normalizer = self._fit_stains(slide, region, tiles) if self.stain_normalize else None
+        already_read: dict[int, np.ndarray] = {}
+        od_matrix = self._fit_stains(slide, tiles, already_read) if self.stain_normalize else None
         parts: list[Detections] = []
         done = 0
         while done < len(tiles):
             if cancel is not None and cancel.is_set():
                 return
             batch = tiles[done : done + self.batch_size]
-            images = [_read_rgb(slide, tile) for tile in batch]
-            if normalizer is not None:
-                images = [normalizer.transform(image) for image in images]
-            found = self._run_batch(images)
+            images = [
+                already_read.pop(done + i) if done + i in already_read else _read_rgb(slide, tile)
+                for i, tile in enumerate(batch)
+            ]
+            found = self._run_batch(images, od_matrix)
             batch_detections = merge_detections(
                 Detections.concatenate(
                     [d.translated(tile[0], tile[1]) for d, tile in zip(found, batch)], self.class_names
@@ -199,18 +250,25 @@ class Detector:
             merged = merge_detections(Detections.concatenate(parts, self.class_names), self.nms_iou)
             yield DetectionProgress(done, len(tiles), batch_detections, merged)
 
-    def _fit_stains(self, slide: SlideLike, region: Region, tiles: list[Region]) -> MacenkoNormalizer:
-        """Fit Macenko once on up to STAIN_FIT_TILES tiles spread evenly over the region."""
-        picks = np.unique(np.linspace(0, len(tiles) - 1, min(len(tiles), STAIN_FIT_TILES)).round().astype(int))
-        pixels = np.concatenate([_read_rgb(slide, tiles[i]).reshape(-1, 3) for i in picks])
-        normalizer = MacenkoNormalizer()
-        normalizer.fit(pixels.reshape(-1, 1, 3))
-        return normalizer
+    def _fit_stains(
+        self, slide: SlideLike, tiles: list[Region], already_read: dict[int, np.ndarray]
+    ) -> torch.Tensor | None:
+        """Fit Macenko once on up to STAIN_FIT_TILES tiles spread over the region (kept for the detection pass).
 
-    def _run_batch(self, images: list[np.ndarray]) -> list[Detections]:
+        Returns the 3×3 optical-density map on the device, or None when the region shows no tissue.
+        """
+        picks = np.unique(np.linspace(0, len(tiles) - 1, min(len(tiles), STAIN_FIT_TILES)).round().astype(int))
+        for index in picks:
+            already_read[int(index)] = _read_rgb(slide, tiles[int(index)])
+        normalizer = MacenkoNormalizer()
+        normalizer.fit(np.concatenate([already_read[int(i)].reshape(-1, 3) for i in picks]).reshape(-1, 1, 3))
+        matrix = normalizer.od_matrix()
+        return None if matrix is None else torch.as_tensor(matrix, dtype=torch.float32, device=self.device)
+
+    def _run_batch(self, images: list[np.ndarray], od_matrix: torch.Tensor | None) -> list[Detections]:
         """Run the model on a batch; out of GPU memory, retry in halves, then raise ModelError."""
         try:
-            return self._forward(images)
+            return self._forward(images, od_matrix)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -220,14 +278,16 @@ class Detector:
                 ) from None
             self.batch_size = max(1, len(images) // 2)
             half = len(images) // 2
-            return self._run_batch(images[:half]) + self._run_batch(images[half:])
+            return self._run_batch(images[:half], od_matrix) + self._run_batch(images[half:], od_matrix)
 
     @torch.inference_mode()
-    def _forward(self, images: list[np.ndarray]) -> list[Detections]:
+    def _forward(self, images: list[np.ndarray], od_matrix: torch.Tensor | None) -> list[Detections]:
         tensors = [
             torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
             for image in images
         ]
+        if od_matrix is not None:
+            tensors = [normalize_stains(t, od_matrix) for t in tensors]
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
             outputs = self.model(tensors)
         return [

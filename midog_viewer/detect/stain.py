@@ -20,6 +20,8 @@ ANGLE_PERCENTILE = 1.0
 OD_THRESHOLD = 0.15
 #: Fewer tissue pixels than this and the stains cannot be estimated: the region is left as it is.
 MIN_TISSUE_PIXELS = 500
+#: The region's pixels are subsampled to at most this many for the fit.
+MAX_FIT_PIXELS = 262_144
 
 REFERENCE_PATH = Path(__file__).resolve().parents[2] / "resources" / "stain" / "macenko_reference.json"
 
@@ -84,15 +86,29 @@ class MacenkoNormalizer:
 
     def fit(self, rgb: np.ndarray) -> bool:
         """Estimate the source stains from pixels of the whole region; False (tiles pass unchanged) without tissue."""
-        self.source = fit_stains(rgb)
+        pixels = rgb.reshape(-1, 3)
+        if pixels.shape[0] > MAX_FIT_PIXELS:  # an even subsample estimates the same stains, much faster
+            pixels = pixels[:: pixels.shape[0] // MAX_FIT_PIXELS + 1]
+        self.source = fit_stains(pixels.reshape(-1, 1, 3))
         return self.source is not None
+
+    def od_matrix(self) -> np.ndarray | None:
+        """The 3×3 map of optical densities that :meth:`transform` applies; None when the fit found no tissue.
+
+        Concentrations are the least-squares solution ``pinv(S_src.T) @ od``, rescaled to the reference's
+        99th percentiles and re-coloured with the reference stains: one linear map per pixel, so tiles can be
+        normalised on the GPU as well.
+        """
+        if self.source is None:
+            return None
+        unmix = np.linalg.pinv(self.source.stain_matrix.T)  # (2, 3)
+        scale = self.reference.max_concentrations / self.source.max_concentrations
+        return self.reference.stain_matrix.T @ (scale[:, None] * unmix)
 
     def transform(self, rgb: np.ndarray) -> np.ndarray:
         """The (H, W, 3) uint8 tile with the reference stains; unchanged when the fit found no tissue."""
-        if self.source is None:
+        matrix = self.od_matrix()
+        if matrix is None:
             return rgb
-        od = _optical_density(rgb)
-        concentrations = np.linalg.lstsq(self.source.stain_matrix.T, od.T, rcond=None)[0]
-        concentrations *= (self.reference.max_concentrations / self.source.max_concentrations)[:, None]
-        normalized = LIGHT_INTENSITY * np.exp(-(self.reference.stain_matrix.T @ concentrations))
-        return np.clip(normalized.T, 0, 255).reshape(rgb.shape).astype(np.uint8)
+        normalized = LIGHT_INTENSITY * np.exp(-(_optical_density(rgb) @ matrix.T))
+        return np.clip(normalized, 0, 255).reshape(rgb.shape).astype(np.uint8)

@@ -149,3 +149,10 @@ def test_a_real_slide_region(tiny_checkpoint, shared_data):
     assert len(result) <= detector.model.config.test_max_per_img
     if len(result):
         assert result.boxes[:, 2].max() <= slide.width and result.boxes[:, 3].max() <= slide.height
+
+
+def test_detector_from_a_model_in_memory(tiny_model):
+    detector = Detector.from_model(tiny_model, device="cpu", score_thr=0.0, stain_normalize=False, batch_size=1)
+    assert detector.info.format == "in-memory" and detector.class_names == ("mitotic figure", "hard negative")
+    pixels = np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    assert isinstance(detector.detect(StandInSlide(pixels)), Detections)

@@ -46,3 +46,26 @@ def test_blank_glass_is_left_unchanged():
     normalizer = MacenkoNormalizer()
     assert not normalizer.fit(white)
     assert np.array_equal(normalizer.transform(white), white)
+
+
+def test_device_path_matches_the_numpy_path(he_tile):
+    import torch
+
+    from midog_viewer.detect.engine import normalize_stains
+
+    normalizer = MacenkoNormalizer()
+    normalizer.fit(he_tile)
+    expected = normalizer.transform(he_tile).astype(int)
+    image = torch.from_numpy(he_tile).permute(2, 0, 1).float()
+    matrix = torch.as_tensor(normalizer.od_matrix(), dtype=torch.float32)
+    actual = normalize_stains(image, matrix).permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(actual - expected).max() <= 1  # float32 vs float64 at whole-grey-level boundaries
+    assert (actual == expected).mean() > 0.99
+
+
+def test_large_regions_are_subsampled_for_the_fit(he_tile):
+    big = np.tile(he_tile, (4, 4, 1))  # 2.4 M pixels, same stains
+    small, large = MacenkoNormalizer(), MacenkoNormalizer()
+    small.fit(he_tile)
+    large.fit(big)
+    assert np.allclose(small.source.stain_matrix, large.source.stain_matrix, atol=0.02)
