@@ -1,0 +1,85 @@
+"""Small synthetic slides of every layout the slide layer reads, written with tifffile/Pillow into tmp dirs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def pixels() -> np.ndarray:
+    """A 600×800 RGB image with smooth gradients plus noise (so JPEG keeps it recognisable)."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:600, 0:800]
+    base = np.stack([yy * 255 // 600, xx * 255 // 800, (yy + xx) * 255 // 1400], axis=2)
+    return np.clip(base + rng.integers(-10, 11, base.shape), 0, 255).astype(np.uint8)
+
+
+def write_ome_pyramid(path: Path, image: np.ndarray, mpp: float = 0.5) -> Path:
+    """OME-TIFF with the lower levels in SubIFDs (as bfconvert/QuPath write them)."""
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        options = dict(photometric="rgb", tile=(128, 128), compression="zlib")
+        tw.write(image, subifds=2, metadata={"axes": "YXS", "PhysicalSizeX": mpp, "PhysicalSizeY": mpp}, **options)
+        tw.write(image[::2, ::2], subfiletype=1, **options)
+        tw.write(image[::4, ::4], subfiletype=1, **options)
+    return path
+
+
+def write_page_pyramid(path: Path, image: np.ndarray) -> Path:
+    """Generic pyramid: each level a separate top-level page (reduced-resolution subfile type)."""
+    with tifffile.TiffWriter(path) as tw:
+        for factor in (1, 2, 4):
+            tw.write(image[::factor, ::factor], photometric="rgb", tile=(64, 64), subfiletype=int(factor > 1), metadata=None)
+    return path
+
+
+def write_svs_like(path: Path, image: np.ndarray, mpp: float = 0.25) -> Path:
+    """An Aperio-style TIFF: tiled JPEG baseline whose ImageDescription carries ``MPP = …``."""
+    description = f"Aperio Image Library v12.0.0 \n{image.shape[1]}x{image.shape[0]} (256x256) JPEG/RGB Q=90|AppMag = 40|MPP = {mpp}"
+    tifffile.imwrite(path, image, photometric="rgb", tile=(256, 256), compression="jpeg", description=description, metadata=None)
+    return path
+
+
+def write_strip_tiff(path: Path, image: np.ndarray, dpi: float | None = None) -> Path:
+    """Plain strip TIFF (zlib, 16 rows per strip), optionally with its resolution in pixels per inch."""
+    extra = {"resolution": (dpi, dpi), "resolutionunit": "INCH"} if dpi else {}
+    tifffile.imwrite(path, image, photometric="rgb", rowsperstrip=16, compression="zlib", metadata=None, **extra)
+    return path
+
+
+@pytest.fixture(scope="session")
+def strip_tiff_writer():
+    """:func:`write_strip_tiff`, for tests that need a strip TIFF with particular resolution tags."""
+    return write_strip_tiff
+
+
+@pytest.fixture(scope="session")
+def layouts(tmp_path_factory: pytest.TempPathFactory, pixels: np.ndarray) -> dict[str, Path]:
+    """One file per layout (written once per session; tests only read them): name → path."""
+    tmp_path = tmp_path_factory.mktemp("layouts")
+    rgba = np.dstack([pixels, np.full(pixels.shape[:2], 128, np.uint8)])
+    files = {
+        "ome": write_ome_pyramid(tmp_path / "pyramid.ome.tif", pixels),
+        "pages": write_page_pyramid(tmp_path / "pages.tif", pixels),
+        "svs": write_svs_like(tmp_path / "slide.svs", pixels),
+        "strip": write_strip_tiff(tmp_path / "strip.tif", pixels, dpi=25400 / 0.23),
+        "tiled": tmp_path / "tiled.tif",
+        "rgba": tmp_path / "rgba.tif",
+        "planar": tmp_path / "planar.tif",
+        "gray": tmp_path / "gray.tif",
+        "png": tmp_path / "image.png",
+        "png_rgba": tmp_path / "rgba.png",
+        "jpeg": tmp_path / "image.jpg",
+    }
+    tifffile.imwrite(files["tiled"], pixels, photometric="rgb", tile=(128, 128), compression="zlib", metadata=None)
+    tifffile.imwrite(files["rgba"], rgba, photometric="rgb", extrasamples=["unassalpha"], metadata=None)
+    tifffile.imwrite(files["planar"], np.moveaxis(pixels, 2, 0), photometric="rgb", planarconfig="separate", metadata=None)
+    tifffile.imwrite(files["gray"], pixels[:, :, 1], photometric="minisblack", metadata=None)
+    Image.fromarray(pixels).save(files["png"], dpi=(25400 / 0.25, 25400 / 0.25), compress_level=1)
+    Image.fromarray(rgba).save(files["png_rgba"], compress_level=1)
+    Image.fromarray(pixels).save(files["jpeg"], quality=95)
+    return files
