@@ -60,9 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from midog_viewer.errors import AnnotationFormatError
     from midog_viewer.formats.importing import import_file, summary_line
     from midog_viewer.review import ReviewStore
 
+    if not args.file.is_file():  # before the database is created
+        raise AnnotationFormatError(f"{args.file} does not exist or is not a file.")
     with ReviewStore(args.db, reviewer=args.reviewer) as store:
         summary = import_file(
             store, args.file, fmt=args.fmt, images_dir=args.images, image_name=args.image,

@@ -41,6 +41,8 @@ class ImportSummary:
 def detect_format(path: str | Path) -> str:
     """Guess the format from the suffix (and, for JSON, from whether it is GeoJSON)."""
     path = Path(path)
+    if not path.is_file():
+        raise AnnotationFormatError(f"{path} does not exist or is not a file.")
     suffix = path.suffix.lower()
     if suffix in (".sqlite", ".db", ".sqlite3"):
         return "sliderunner"
@@ -49,7 +51,11 @@ def detect_format(path: str | Path) -> str:
     if suffix == ".geojson":
         return "geojson"
     if suffix == ".json":
-        head = path.read_text(encoding="utf-8", errors="replace")[:4096].lstrip()
+        try:
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                head = handle.read(4096).lstrip()
+        except OSError as exc:
+            raise AnnotationFormatError(f"cannot read {path}: {exc}.") from exc
         if head.startswith("[") or '"FeatureCollection"' in head or '"Feature"' in head:
             return "geojson"
         return "midog"

@@ -122,6 +122,8 @@ def test_format_detection(tmp_path):
     (tmp_path / "b.json").write_text('{"images": []}')
     assert detect_format(tmp_path / "a.json") == "geojson"
     assert detect_format(tmp_path / "b.json") == "midog"
+    (tmp_path / "c.sqlite").write_bytes(b"")
     assert detect_format(tmp_path / "c.sqlite") == "sliderunner"
+    (tmp_path / "d.xml").write_text("<x/>")
     with pytest.raises(AnnotationFormatError, match="suffix"):
         detect_format(tmp_path / "d.xml")
