@@ -164,6 +164,23 @@ def _grid(slide: Slide, region: tuple[float, float, float, float], w: float, h: 
     return fields
 
 
+def _count_on_grid(
+    fields: list[FieldCount], centres: np.ndarray, categories: dict[str, np.ndarray],
+    region: tuple[float, float, float, float], w: float, h: float,
+) -> None:
+    """Fill grid fields' counts by binning centres (one pass, whatever the number of fields)."""
+    x0, y0, rw, rh = region
+    columns = max(1, math.ceil(rw / w))
+    inside = (centres[:, 0] >= x0) & (centres[:, 0] < x0 + rw) & (centres[:, 1] >= y0) & (centres[:, 1] < y0 + rh)
+    col = np.floor((centres[:, 0] - x0) / w).astype(np.int64)
+    row = np.floor((centres[:, 1] - y0) / h).astype(np.int64)
+    index = row * columns + col
+    for name, mask in categories.items():
+        per_field = np.bincount(index[inside & mask], minlength=len(fields))
+        for f, n in zip(fields, per_field.tolist()):
+            setattr(f, name, n)
+
+
 def _hotspot(
     centres: np.ndarray, region: tuple[float, float, float, float], w: float, h: float, px_mm2: float
 ) -> Hotspot:
@@ -212,7 +229,7 @@ def count_slide(
     slide = store.slide(slide_id)
     mpp = mpp or slide.mpp
     if not mpp:
-        raise ReviewStoreError(f"slide {slide.name} has no pixel size (µm per pixel); give one to count per HPF.")
+        raise ReviewStoreError(f"slide {slide.name} has no pixel size (µm per pixel); record one, or pass --mpp to midog-viewer counts.")
     px_mm2 = (mpp / 1000.0) ** 2
     table = store.objects(slide_id)
     categories = _categories(table, count_pending)
@@ -220,13 +237,15 @@ def count_slide(
     drawn = store.hpf_regions(slide_id) if use_drawn else []
     if drawn:
         fields = [FieldCount(slide.name, f"hpf{r.id}", "drawn", r.x, r.y, r.w, r.h, r.w * r.h * px_mm2) for r in drawn]
+        for f in fields:
+            inside = (centres[:, 0] >= f.x) & (centres[:, 0] < f.x + f.w) & (centres[:, 1] >= f.y) & (centres[:, 1] < f.y + f.h)
+            for name, mask in categories.items():
+                setattr(f, name, int((inside & mask).sum()))
     else:
         grid_region = region or _default_region(slide, table)
-        fields = _grid(slide, grid_region, *hpf_size_px(hpf_mm2, mpp), px_mm2)
-    for f in fields:
-        inside = (centres[:, 0] >= f.x) & (centres[:, 0] < f.x + f.w) & (centres[:, 1] >= f.y) & (centres[:, 1] < f.y + f.h)
-        for name, mask in categories.items():
-            setattr(f, name, int((inside & mask).sum()))
+        field_w, field_h = hpf_size_px(hpf_mm2, mpp)
+        fields = _grid(slide, grid_region, field_w, field_h, px_mm2)
+        _count_on_grid(fields, centres, categories, grid_region, field_w, field_h)
     totals = {name: sum(getattr(f, name) for f in fields) for name in categories}
     area = sum(f.area_mm2 for f in fields)
     density = totals["mitoses"] / area if area > 0 else 0.0

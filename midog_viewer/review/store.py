@@ -28,7 +28,8 @@ Schema (version 1; ``schema_version`` holds the version, :data:`_MIGRATIONS` upg
         append-only; verdict in accept|reject|relabel|add|delete|undo|redo; target_id names the row an
         undo or redo refers to.
     object_state(object_kind, object_id, slide_id, status, label, decision_id)   derived cache
-    detection_index, annotation_index: R*Tree (id, slide_lo, slide_hi, x1, x2, y1, y2) for region queries.
+    detection_index, annotation_index: R*Tree (id, x1, x2, y1, y2) for region queries (2-D: a slide
+        dimension, constant within a slide, ruins the tree's splits; the join filters the slide).
 
 Objects without a row in ``object_state`` have their default status: a detection is pending with its
 model label; an imported annotation is ground truth.
@@ -131,8 +132,8 @@ CREATE TABLE object_state (
     decision_id INTEGER NOT NULL,
     PRIMARY KEY (object_kind, object_id)
 ) WITHOUT ROWID;
-CREATE VIRTUAL TABLE detection_index USING rtree(id, slide_lo, slide_hi, x1, x2, y1, y2);
-CREATE VIRTUAL TABLE annotation_index USING rtree(id, slide_lo, slide_hi, x1, x2, y1, y2);
+CREATE VIRTUAL TABLE detection_index USING rtree(id, x1, x2, y1, y2);
+CREATE VIRTUAL TABLE annotation_index USING rtree(id, x1, x2, y1, y2);
 """
 
 #: version → SQL that upgrades a file from ``version - 1``; version 1 is the fresh schema.
@@ -554,8 +555,8 @@ class ReviewStore:
                 ),
             )
             db.executemany(
-                "INSERT INTO detection_index VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ((i, slide_id, slide_id, b[0], b[2], b[1], b[3]) for i, b in zip(id_list, coords)),
+                "INSERT INTO detection_index VALUES (?, ?, ?, ?, ?)",
+                ((i, b[0], b[2], b[1], b[3]) for i, b in zip(id_list, coords)),
             )
         return ids
 
@@ -598,8 +599,8 @@ class ReviewStore:
             ),
         )
         db.executemany(
-            "INSERT INTO annotation_index VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((i, slide_id, slide_id, b[0], b[2], b[1], b[3]) for i, b in zip(id_list, coords)),
+            "INSERT INTO annotation_index VALUES (?, ?, ?, ?, ?)",
+            ((i, b[0], b[2], b[1], b[3]) for i, b in zip(id_list, coords)),
         )
         return ids
 
@@ -779,18 +780,19 @@ class ReviewStore:
         annotation_where = ["a.slide_id = ?"]
         detection_params: list[Any] = [slide_id]
         annotation_params: list[Any] = [slide_id]
+        detection_from, annotation_from = "detections d", "annotations a"
         if region is not None:
             x, y, w, h = _check_region(region)
-            box = (slide_id, slide_id, x, x + w, y, y + h)
-            spatial = (
-                "{a}.id IN (SELECT id FROM {index} WHERE slide_lo <= ? AND slide_hi >= ?"
-                " AND x2 >= ? AND x1 <= ? AND y2 >= ? AND y1 <= ?)"
-            )
+            # drive the query from the R*Tree (CROSS JOIN fixes the order), then test the exact boxes
+            detection_from = "detection_index r CROSS JOIN detections d ON d.id = r.id"
+            annotation_from = "annotation_index r CROSS JOIN annotations a ON a.id = r.id"
+            spatial = "r.x2 >= ? AND r.x1 <= ? AND r.y2 >= ? AND r.y1 <= ?"
             exact = "{a}.x2 >= ? AND {a}.x1 <= ? AND {a}.y2 >= ? AND {a}.y1 <= ?"
-            detection_where += [spatial.format(a="d", index="detection_index"), exact.format(a="d")]
-            annotation_where += [spatial.format(a="a", index="annotation_index"), exact.format(a="a")]
-            detection_params += [box[0], box[1], box[2], box[3], box[4], box[5], x, x + w, y, y + h]
-            annotation_params += [box[0], box[1], box[2], box[3], box[4], box[5], x, x + w, y, y + h]
+            detection_where += [spatial, exact.format(a="d")]
+            annotation_where += [spatial, exact.format(a="a")]
+            window = [x, x + w, y, y + h, x, x + w, y, y + h]
+            detection_params += window
+            annotation_params += window
         if run_id is not None:
             detection_where.append("d.run_id = ?")
             detection_params.append(run_id)
@@ -798,13 +800,13 @@ class ReviewStore:
             annotation_where.append("COALESCE(s.status, '') != 'deleted'")
         detection_sql = (
             "SELECT d.id, 'detection', d.x1, d.y1, d.x2, d.y2, d.score, COALESCE(s.label, d.label),"
-            " COALESCE(s.status, 'pending'), '', d.run_id FROM detections d LEFT JOIN object_state s"
+            f" COALESCE(s.status, 'pending'), '', d.run_id FROM {detection_from} LEFT JOIN object_state s"
             " ON s.object_kind = 'detection' AND s.object_id = d.id WHERE " + " AND ".join(detection_where)
             + " ORDER BY d.id"
         )
         annotation_sql = (
             "SELECT a.id, 'annotation', a.x1, a.y1, a.x2, a.y2, NULL, COALESCE(s.label, a.label),"
-            " COALESCE(s.status, 'ground truth'), a.source, -1 FROM annotations a LEFT JOIN object_state s"
+            f" COALESCE(s.status, 'ground truth'), a.source, -1 FROM {annotation_from} LEFT JOIN object_state s"
             " ON s.object_kind = 'annotation' AND s.object_id = a.id WHERE " + " AND ".join(annotation_where)
             + " ORDER BY a.id"
         )
