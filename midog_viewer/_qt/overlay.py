@@ -100,11 +100,12 @@ class BoxLayer:
             }
         )
         layer = self.layer
-        with _refresh_blocked(layer):
+        with _quiet(layer):
             layer.selected_data = set()
             layer.data = centres
             layer.size = sides
-            layer.border_color = np.asarray(colours, dtype=np.float32).reshape(-1, 4)
+            if len(ids):
+                layer.border_color = np.asarray(colours, dtype=np.float32).reshape(-1, 4)
             layer.features = features
             self.ids = ids
             self._boxes = boxes
@@ -161,10 +162,16 @@ class BoxLayer:
 
 
 @contextlib.contextmanager
-def _refresh_blocked(layer: Points):
-    """Hold back napari's refresh while several properties change, so the layer is sliced and uploaded once."""
+def _quiet(layer: Points):
+    """Hold back napari's events and refresh while several properties change, so the layer is sliced and
+    uploaded once (by the ``refresh`` that follows) and never drawn half-updated."""
     block = getattr(layer, "_block_refresh", None)
-    with block() if block is not None else contextlib.nullcontext():
+    with (
+        block() if block is not None else contextlib.nullcontext(),
+        layer.events.blocker_all(),
+        layer._border.events.blocker_all(),
+        layer._face.events.blocker_all(),
+    ):
         yield
 
 

@@ -29,6 +29,9 @@ IMAGE_TRUTH_SOURCE = "ground truth shipped with the image"
 #: Side of the box a reviewer adds by clicking a missed mitosis (MIDOG's 50 px boxes).
 ADDED_BOX_PX = 50.0
 
+#: Overlap at which a new detection is the same object as one already stored (the engine's NMS IoU).
+DUPLICATE_IOU = 0.5
+
 #: Reviewer actions by name: the verdict and, for a relabel, the new label.
 ACTIONS: dict[str, tuple[Verdict, str | None]] = {
     "accept": (Verdict.ACCEPT, None),
@@ -54,6 +57,18 @@ def open_default_store(reviewer: str | None = None) -> ReviewStore:
     except OSError as exc:
         raise ReviewStoreError(f"cannot create the review folder {path.parent}: {exc.strerror}.") from exc
     return ReviewStore(path, reviewer)
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of ``boxes``."""
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    overlap = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return overlap / np.maximum(area + areas - overlap, 1e-9)
 
 
 def keys_of(table: ObjectTable) -> np.ndarray:
@@ -141,8 +156,16 @@ class ReviewSession:
         return self.store.add_detection_run(self.slide_id, model, params)
 
     def add_detections(self, run_id: int, boxes: np.ndarray, scores: np.ndarray, labels: list[str]) -> np.ndarray:
-        """Store one batch of detections (committed) and return the rows' keys."""
+        """Store one batch of detections (committed) and return the rows' keys.
+
+        A box overlapping a detection already on the slide by IoU ≥ 0.5 is dropped: the same mitosis seen
+        again across a batch or view border (or a region analysed twice) is kept once, with its decisions.
+        """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        fresh = ~self._seen_before(boxes)
+        boxes, scores = boxes[fresh], scores[fresh]
+        labels = [label for label, keep in zip(labels, fresh) if keep]
         if len(boxes) == 0:
             return np.zeros(0, dtype=np.int64)
         ids = self.store.add_detections(run_id, boxes, scores, labels)
@@ -158,6 +181,17 @@ class ReviewSession:
             run_id=np.full(n, run_id, dtype=np.int64),
         )
         return self._append(rows)
+
+    def _seen_before(self, boxes: np.ndarray, iou_threshold: float = DUPLICATE_IOU) -> np.ndarray:
+        """Which boxes overlap an existing detection (or an earlier box of the same batch) by ``iou_threshold``."""
+        seen = np.zeros(len(boxes), dtype=bool)
+        if len(boxes) == 0:
+            return seen
+        known = self.table.select(self.table.kind == DETECTION).boxes
+        for i, box in enumerate(boxes):
+            others = np.concatenate([known, boxes[:i][~seen[:i]]])
+            seen[i] = bool(len(others)) and float(box_iou(box, others).max()) >= iou_threshold
+        return seen
 
     # -- decisions ------------------------------------------------------------------------------
 

@@ -1,0 +1,129 @@
+"""The counts panel of the review dock: mitoses in view, in the current HPF and in the whole image.
+
+A plain view: the review widget computes the figures (``review.counts``) and calls :meth:`show_counts`;
+the panel's buttons only emit signals, so tests drive the same paths without file dialogs.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from midog_viewer.review.counts import DEFAULT_HPF_MM2, SlideCounts
+
+#: Export choices: button text, export format (``counts`` is the counts CSV), file filter.
+EXPORTS: tuple[tuple[str, str, str], ...] = (
+    ("Counts CSV", "counts", "CSV (*.csv)"),
+    ("Objects CSV", "csv", "CSV (*.csv)"),
+    ("MIDOG JSON", "coco", "JSON (*.json)"),
+    ("SlideRunner", "sliderunner", "SQLite (*.sqlite)"),
+    ("QuPath GeoJSON", "geojson", "GeoJSON (*.geojson)"),
+    ("MIDOG points (mm)", "midog-json", "JSON (*.json)"),
+)
+_ROWS = ("view", "hpf", "image")
+_ROW_TITLES = {"view": "Visible region", "hpf": "Current HPF", "image": "Whole image"}
+_COLUMNS = ("accepted", "pending", "rejected", "ground_truth")
+
+
+class CountsPanel(QGroupBox):
+    """Counts table, HPF settings, hotspot, mitotic score, live F1, export and import buttons."""
+
+    export_requested = Signal(str, str)  # format, file filter
+    import_requested = Signal()
+    hotspot_requested = Signal()
+    mark_hpf_requested = Signal()
+    grid_toggled = Signal(bool)
+    hpf_area_changed = Signal(float)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("Counts (mitotic figures)", parent)
+        layout = QVBoxLayout(self)
+        table = QGridLayout()
+        for column, name in enumerate(("", "accepted", "pending", "rejected", "ground truth"), start=0):
+            table.addWidget(QLabel(f"<b>{name}</b>"), 0, column)
+        self.cells: dict[tuple[str, str], QLabel] = {}
+        for row, key in enumerate(_ROWS, start=1):
+            table.addWidget(QLabel(_ROW_TITLES[key]), row, 0)
+            for column, name in enumerate(_COLUMNS, start=1):
+                cell = QLabel("–")
+                self.cells[(key, name)] = cell
+                table.addWidget(cell, row, column)
+        layout.addLayout(table)
+
+        hpf_row = QHBoxLayout()
+        hpf_row.addWidget(QLabel("HPF area (mm²)"))
+        self.hpf_area = QDoubleSpinBox()
+        self.hpf_area.setDecimals(3)
+        self.hpf_area.setRange(0.01, 2.0)
+        self.hpf_area.setSingleStep(0.001)
+        self.hpf_area.setValue(DEFAULT_HPF_MM2)
+        self.hpf_area.valueChanged.connect(self.hpf_area_changed.emit)
+        hpf_row.addWidget(self.hpf_area)
+        self.grid = QCheckBox("HPF grid")
+        self.grid.toggled.connect(self.grid_toggled.emit)
+        hpf_row.addWidget(self.grid)
+        layout.addLayout(hpf_row)
+
+        buttons = QHBoxLayout()
+        self.mark_hpf = QPushButton("Mark current HPF")
+        self.mark_hpf.clicked.connect(self.mark_hpf_requested.emit)
+        self.hotspot = QPushButton("Go to hotspot")
+        self.hotspot.clicked.connect(self.hotspot_requested.emit)
+        buttons.addWidget(self.mark_hpf)
+        buttons.addWidget(self.hotspot)
+        layout.addLayout(buttons)
+
+        self.score = QLabel("Mitotic score: –")
+        self.score.setWordWrap(True)
+        self.f1 = QLabel("")
+        layout.addWidget(self.score)
+        layout.addWidget(self.f1)
+
+        exports = QGridLayout()
+        exports.addWidget(QLabel("Export"), 0, 0)
+        self.export_buttons: dict[str, QPushButton] = {}
+        for index, (title, fmt, file_filter) in enumerate(EXPORTS):
+            button = QPushButton(title)
+            button.clicked.connect(lambda _=False, f=fmt, ff=file_filter: self.export_requested.emit(f, ff))
+            self.export_buttons[fmt] = button
+            exports.addWidget(button, 1 + index // 3, index % 3)
+        layout.addLayout(exports)
+        self.import_button = QPushButton("Import annotations… (or drop a file here)")
+        self.import_button.clicked.connect(self.import_requested.emit)
+        layout.addWidget(self.import_button)
+
+    def show_counts(self, which: str, counts: SlideCounts | None) -> None:
+        """Fill one row (``view``, ``hpf`` or ``image``); None clears it."""
+        for name in _COLUMNS:
+            self.cells[(which, name)].setText("–" if counts is None else str(counts.totals[name]))
+
+    def show_score(self, counts: SlideCounts | None, reason: str = "") -> None:
+        """The mitotic score and hotspot of the whole image, or why there is none."""
+        if counts is None:
+            self.score.setText(f"Mitotic score: – {reason}")
+            return
+        hotspot = "" if counts.hotspot is None else f"; hotspot: {counts.hotspot.mitoses} in {counts.hotspot.area_mm2:.2f} mm²"
+        self.score.setText(
+            f"Mitotic score {counts.mitotic_score.score} ({counts.per_10_hpf:.1f} per 10 HPF of "
+            f"{counts.hpf_mm2:g} mm²{hotspot})"
+        )
+        self.score.setToolTip(counts.mitotic_score.scaling)
+
+    def show_f1(self, figures: dict | None) -> None:
+        """Live MIDOG F1 in view against ground truth, or nothing when there is no ground truth."""
+        if figures is None:
+            self.f1.setText("")
+            return
+        self.f1.setText(
+            f"In view vs ground truth: F1 {figures['f1']:.3f} (TP {figures['tp']}, FP {figures['fp']}, "
+            f"FN {figures['fn']}; precision {figures['precision']:.2f}, recall {figures['recall']:.2f})"
+        )

@@ -1,0 +1,785 @@
+"""The "Mitosis review" dock: detect what is on screen, judge each box with one key, count and export.
+
+A thin skin: detection is :class:`~midog_viewer.detect.engine.Detector` run in a superqt ``thread_worker``
+(napari's wrapper of it fails on a worker error in napari 0.9.2: its status callback takes the wrong arguments)
+(batches drawn as they come), decisions and figures are :class:`~midog_viewer._qt.review_session.ReviewSession`
+(each decision committed to the review store before the key handler returns), and the boxes are the
+:class:`~midog_viewer._qt.overlay.ReviewOverlay` Points layers. The slide is the image layer whose
+``metadata["slide"]`` holds a :class:`~midog_viewer.io.Slide` (what our reader and sample put there).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from pathlib import Path
+
+import numpy as np
+from napari.layers import Image, Shapes
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, QTimer
+from superqt.utils import thread_worker
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from midog_viewer._qt.counts_panel import CountsPanel
+from midog_viewer._qt.overlay import ReviewOverlay
+from midog_viewer._qt.overlay_model import DoneRegions, box_at, reading_order, step_in_order, view_region
+from midog_viewer._qt.review_session import ReviewSession, open_default_store
+from midog_viewer.classes import MITOTIC_FIGURE
+from midog_viewer.errors import MidogError
+from midog_viewer.review.counts import hpf_size_px, write_counts_csv
+from midog_viewer.review.status import Status, colour_for
+from midog_viewer.review.store import ReviewStore
+
+#: The detector keeps candidates down to this score; the slider only chooses which are drawn and counted.
+DETECTION_FLOOR = 0.1
+DEFAULT_THRESHOLD = 0.5
+#: Quiet time after the last pan or zoom before "auto-detect" analyses the view (ms).
+SETTLE_MS = 400
+#: Time after a decision before the counts are recomputed, so the key press itself stays instant (ms).
+COUNTS_DELAY_MS = 150
+_RGBA = {"yellow": (1.0, 1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0, 1.0)}
+_HIDDEN = (0.0, 0.0, 0.0, 0.0)
+KEY_HELP = (
+    "<b>Keys</b> (canvas focused): <b>A</b> accept · <b>R</b> reject · <b>H</b> hard negative · "
+    "<b>Space</b>/<b>N</b> next pending · <b>P</b> previous · <b>Ctrl+Z</b> undo · <b>Ctrl+Shift+Z</b> redo · "
+    "<b>Esc</b> cancel detection. <b>Click</b> a box to select it; <b>Shift+click</b> adds a missed mitosis."
+)
+
+
+def rgba_for(status: str) -> tuple[float, float, float, float]:
+    """Border colour of a status: the review core's colour, transparent for deleted objects."""
+    return _HIDDEN if status == Status.DELETED.value else _RGBA[colour_for(status)]
+
+
+def _reports_errors(method):
+    """Turn bad input (:class:`MidogError`) in a handler into one napari notification."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except MidogError as exc:
+            show_error(str(exc))
+            return None
+
+    return wrapper
+
+
+class DetectionFailed(Exception):
+    """A detection worker's exception, carried to the GUI thread."""
+
+
+def _surfacing_errors(batches):
+    """Run the detector's generator in the worker, re-raising RuntimeError (what torch raises) as
+    :class:`DetectionFailed`: superqt takes a RuntimeError for a deleted worker and only warns, which
+    would leave the widget waiting for a run that is over."""
+    try:
+        yield from batches
+    except RuntimeError as exc:
+        raise DetectionFailed(str(exc)) from exc
+
+
+class ReviewWidget(QWidget):
+    """Dock widget of the review workflow (contributed to napari as "Mitosis review").
+
+    ``detector`` and ``store`` default to the built-in demo model and the per-user review database
+    (:func:`~midog_viewer._qt.review_session.default_db_path`); tests pass their own.
+    """
+
+    def __init__(self, napari_viewer, detector=None, store: ReviewStore | None = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.detector = detector
+        self.model_label = "stand-in" if detector is not None else ""
+        self._store = store
+        self.session: ReviewSession | None = None
+        self.overlay: ReviewOverlay | None = None
+        self.slide_layer: Image | None = None
+        self.selected: int | None = None
+        self.done_regions = DoneRegions()
+        self.worker = None
+        self._cancel: threading.Event | None = None
+        self._running_region: tuple[int, int, int, int] | None = None
+        self._run_id: int | None = None
+        self._grid_layer: Shapes | None = None
+        self._fields_layer: Shapes | None = None
+        self._build_ui()
+        self.setAcceptDrops(True)
+
+        self._settle = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_view_settled)
+        self._counts_timer = QTimer(self, singleShot=True, interval=COUNTS_DELAY_MS, timeout=self.update_counts)
+        self.viewer.camera.events.center.connect(self._on_camera)
+        self.viewer.camera.events.zoom.connect(self._on_camera)
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self._bind_keys(self.viewer)
+        if detector is None:
+            self._load_model(None, None)
+        else:
+            self._show_model()
+        for layer in list(self.viewer.layers):
+            if self._is_slide_layer(layer):
+                self.bind_slide(layer)
+
+    # -- UI -------------------------------------------------------------------------------------
+
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+        model_box = QGroupBox("Model")
+        model_layout = QVBoxLayout(model_box)
+        self.model_name = QLabel("–")
+        self.model_name.setWordWrap(True)
+        self.device_name = QLabel("Device: –")
+        model_layout.addWidget(self.model_name)
+        model_layout.addWidget(self.device_name)
+        load_row = QHBoxLayout()
+        self.load_button = QPushButton("Load checkpoint…")
+        self.load_button.clicked.connect(self._choose_checkpoint)
+        self.load_mmdet_button = QPushButton("Load mmdet…")
+        self.load_mmdet_button.clicked.connect(self._choose_mmdet)
+        load_row.addWidget(self.load_button)
+        load_row.addWidget(self.load_mmdet_button)
+        model_layout.addLayout(load_row)
+        layout.addWidget(model_box)
+
+        detect_box = QGroupBox("Detection")
+        detect_layout = QVBoxLayout(detect_box)
+        threshold_row = QHBoxLayout()
+        threshold_row.addWidget(QLabel("Score threshold"))
+        self.threshold = QSlider(Qt.Horizontal)
+        self.threshold.setRange(int(DETECTION_FLOOR * 100), 100)
+        self.threshold.setValue(int(DEFAULT_THRESHOLD * 100))
+        self.threshold_label = QLabel(f"{DEFAULT_THRESHOLD:.2f}")
+        self.threshold.valueChanged.connect(lambda v: self.threshold_label.setText(f"{v / 100:.2f}"))
+        self.threshold.valueChanged.connect(self._on_threshold)
+        threshold_row.addWidget(self.threshold)
+        threshold_row.addWidget(self.threshold_label)
+        detect_layout.addLayout(threshold_row)
+        buttons = QHBoxLayout()
+        self.detect_view_button = QPushButton("Detect visible region")
+        self.detect_view_button.clicked.connect(lambda: self.detect_visible())
+        self.detect_all_button = QPushButton("Detect whole image")
+        self.detect_all_button.clicked.connect(lambda: self.detect_whole())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_detection)
+        buttons.addWidget(self.detect_view_button)
+        buttons.addWidget(self.detect_all_button)
+        buttons.addWidget(self.cancel_button)
+        detect_layout.addLayout(buttons)
+        self.auto_detect = QCheckBox("Auto-detect when the view settles")
+        detect_layout.addWidget(self.auto_detect)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        detect_layout.addWidget(self.progress)
+        self.status = QLabel("Open a slide or the synthetic sample to start.")
+        self.status.setWordWrap(True)
+        detect_layout.addWidget(self.status)
+        layout.addWidget(detect_box)
+
+        review_box = QGroupBox("Review")
+        review_layout = QVBoxLayout(review_box)
+        colour_row = QHBoxLayout()
+        colour_row.addWidget(QLabel("Colour by"))
+        self.colour_mode = QComboBox()
+        self.colour_mode.addItems(["review", "ground truth (TP yellow, FP red)"])
+        self.colour_mode.currentIndexChanged.connect(lambda _: self.rebuild_overlay())
+        colour_row.addWidget(self.colour_mode)
+        review_layout.addLayout(colour_row)
+        keys = QLabel(KEY_HELP)
+        keys.setWordWrap(True)
+        review_layout.addWidget(keys)
+        self.selection_label = QLabel("Nothing selected.")
+        review_layout.addWidget(self.selection_label)
+        layout.addWidget(review_box)
+
+        self.counts_panel = CountsPanel()
+        self.counts_panel.export_requested.connect(self._choose_export)
+        self.counts_panel.import_requested.connect(self._choose_import)
+        self.counts_panel.hotspot_requested.connect(self.go_to_hotspot)
+        self.counts_panel.mark_hpf_requested.connect(self.mark_current_hpf)
+        self.counts_panel.grid_toggled.connect(self.show_hpf_grid)
+        self.counts_panel.hpf_area_changed.connect(lambda _: self._on_hpf_area())
+        layout.addWidget(self.counts_panel)
+        layout.addStretch(1)
+
+    def _bind_keys(self, target) -> None:
+        """Review keys on the viewer and on our layers (a layer's own keys would win when it is active)."""
+        bindings = {
+            "a": lambda *_: self.decide("accept"),
+            "r": lambda *_: self.decide("reject"),
+            "h": lambda *_: self.decide("hard negative"),
+            "n": lambda *_: self.step(forward=True),
+            "Space": lambda *_: self.step(forward=True),
+            "p": lambda *_: self.step(forward=False),
+            "Control-Z": lambda *_: self.undo(),
+            "Control-Shift-Z": lambda *_: self.redo(),
+            "Escape": lambda *_: self.cancel_detection(),
+        }
+        for key, action in bindings.items():
+            target.bind_key(key, action, overwrite=True)
+
+    # -- model ----------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> ReviewStore:
+        """The review store, opened on first use."""
+        if self._store is None:
+            self._store = open_default_store()
+        return self._store
+
+    @_reports_errors
+    def _load_model(self, path: str | None, mmdet_config: str | None) -> None:
+        from midog_viewer.detect.engine import Detector
+
+        self.detector = Detector(path, score_thr=DETECTION_FLOOR, mmdet_config=mmdet_config)
+        self.model_label = str(self.detector.info.path)
+        self._show_model()
+
+    def _show_model(self) -> None:
+        name = Path(self.model_label).name if self.detector is not None else "no model loaded"
+        self.model_name.setText(f"Model: {name}")
+        self.model_name.setToolTip(self.model_label)
+        device = getattr(self.detector, "device_name", "–") if self.detector is not None else "–"
+        self.device_name.setText(f"Device: {device}")
+
+    def _choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a midog-viewer checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth)")
+        if path:
+            self._load_model(path, None)
+
+    def _choose_mmdet(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load an MMDetection checkpoint", "", "mmdet checkpoints (*.pth)")
+        if not path:
+            return
+        config, _ = QFileDialog.getOpenFileName(self, "Its MMDetection config", "", "Python config (*.py)")
+        if config:
+            self._load_model(path, config)
+
+    # -- slide ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _is_slide_layer(layer) -> bool:
+        return isinstance(layer, Image) and layer.metadata.get("slide") is not None
+
+    def _on_layer_inserted(self, event) -> None:
+        if self._is_slide_layer(event.value):
+            self.bind_slide(event.value)
+
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self.slide_layer:
+            self.cancel_detection()
+            self._unbind()
+
+    def _unbind(self) -> None:
+        if self.overlay is not None:
+            self.overlay.remove()
+        for layer in (self._grid_layer, self._fields_layer):
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.overlay = self.session = self.slide_layer = self.selected = None
+        self._grid_layer = self._fields_layer = None
+
+    @_reports_errors
+    def bind_slide(self, layer: Image) -> None:
+        """Review the slide of an image layer: restore its objects from the store and draw them."""
+        self.cancel_detection()
+        self._unbind()
+        slide = layer.metadata["slide"]
+        self.slide_layer = layer
+        self.session = ReviewSession(
+            self.store, slide.path, width=slide.width, height=slide.height, mpp=slide.mpp,
+            ground_truth=layer.metadata.get("ground_truth"),
+        )
+        scale, translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
+        self.overlay = ReviewOverlay(self.viewer, Path(slide.path).stem, scale=scale, translate=translate)
+        for box_layer in self.overlay.box_layers():
+            self._bind_keys(box_layer.layer)
+        self.rebuild_overlay()
+        self._show_fields()
+        self.status.setText(f"Reviewing {Path(slide.path).name} ({len(self.session.table)} objects restored).")
+
+    @property
+    def slide(self):
+        return None if self.slide_layer is None else self.slide_layer.metadata["slide"]
+
+    # -- geometry -------------------------------------------------------------------------------
+
+    def visible_region(self) -> tuple[int, int, int, int] | None:
+        """The level-0 region on screen, from the camera, the canvas size and the slide layer's scale."""
+        if self.slide_layer is None:
+            return None
+        canvas = tuple(self.viewer.canvas.size)
+        return view_region(
+            self.viewer.camera.center, self.viewer.camera.zoom, canvas,
+            tuple(self.slide_layer.scale[-2:]), (self.slide.width, self.slide.height),
+            tuple(self.slide_layer.translate[-2:]),
+        )
+
+    def _world_to_level0(self, position) -> tuple[float, float]:
+        row, col = self.slide_layer.world_to_data(position)[-2:]
+        return float(col), float(row)
+
+    def _centre_on(self, box: np.ndarray) -> None:
+        """Centre the camera on a level-0 box, zooming in to at least one screen pixel per level-0 pixel."""
+        centre = ((box[1] + box[3]) / 2, (box[0] + box[2]) / 2)
+        world = self.slide_layer.data_to_world(centre)
+        self.viewer.camera.center = tuple(world[-2:])
+        level0_zoom = 1.0 / float(self.slide_layer.scale[-1])
+        if self.viewer.camera.zoom < level0_zoom:
+            self.viewer.camera.zoom = level0_zoom
+
+    # -- drawing --------------------------------------------------------------------------------
+
+    @property
+    def score_threshold(self) -> float:
+        return self.threshold.value() / 100
+
+    def _evaluation_colours(self) -> bool:
+        return self.colour_mode.currentIndex() == 1 and self.session is not None and self.session.has_ground_truth()
+
+    def _statuses(self) -> np.ndarray:
+        """The status each row is drawn with: review status, or evaluation status in evaluation mode."""
+        statuses = self.session.table.status.copy()
+        if self._evaluation_colours():
+            _, evaluated = self.session.evaluation(self.score_threshold)
+            for row, key in enumerate(self.session.keys.tolist()):
+                statuses[row] = evaluated.get(key, statuses[row])
+        return statuses
+
+    def rebuild_overlay(self) -> None:
+        """Redraw every box (slide bound, threshold or colour mode changed, annotations imported)."""
+        if self.session is None:
+            return
+        t = self.session.table
+        statuses = self._statuses()
+        shown = self.session.visible_mask(self.score_threshold)
+        hard_negative = self.session.is_hard_negative_prediction()
+        annotation = t.kind != "detection"
+        parts = (
+            (self.overlay.predictions, shown & ~hard_negative & ~annotation),
+            (self.overlay.hard_negatives, shown & hard_negative),
+        )
+        if annotation.any():
+            parts += ((self.overlay.ensure_ground_truth(), annotation & shown),)
+        for box_layer, mask in parts:
+            box_layer.set_boxes(
+                self.session.keys[mask], t.boxes[mask], np.array([rgba_for(s) for s in statuses[mask]]).reshape(-1, 4),
+                t.score[mask], list(t.label[mask]), list(statuses[mask]),
+            )
+        self.overlay.select(self.selected)
+        self.schedule_counts()
+
+    def _recolour(self, keys: list[int]) -> None:
+        if self._evaluation_colours():
+            self.rebuild_overlay()
+            return
+        rows = [self.session.row_of(k) for k in keys]
+        statuses = [self.session.table.status[r] for r in rows]
+        missing = [k for k in keys if self.overlay.layer_of(k) is None]
+        if missing:  # e.g. an undo brought back a box the threshold had hidden
+            self.rebuild_overlay()
+            return
+        self.overlay.recolour(keys, np.array([rgba_for(s) for s in statuses]), statuses)
+        self.schedule_counts()
+
+    def _on_threshold(self, _value: int) -> None:
+        self.rebuild_overlay()
+
+    # -- detection ------------------------------------------------------------------------------
+
+    def _model_key(self) -> str:
+        return f"{self.model_label}|stain={getattr(self.detector, 'stain_normalize', None)}"
+
+    def detect_visible(self, wait: bool = False) -> None:
+        """Analyse the part of the view not yet analysed by this model."""
+        region = self.visible_region()
+        if region is None:
+            return
+        self.detect_region(self.done_regions.missing(self._model_key(), region, (self.slide.width, self.slide.height)),
+                           wait=wait)
+
+    def detect_whole(self, wait: bool = False) -> None:
+        """Analyse the whole image (with progress; Cancel or Esc stops it)."""
+        if self.slide is not None:
+            self.detect_region((0, 0, self.slide.width, self.slide.height), wait=wait)
+
+    @_reports_errors
+    def detect_region(self, region: tuple[int, int, int, int] | None, wait: bool = False) -> None:
+        """Run the detector on a level-0 region; batches are stored and drawn as they come.
+
+        ``wait=True`` runs in the calling thread (scripts, tests); otherwise a napari thread worker.
+        """
+        if self.session is None or region is None:
+            return
+        if self.detector is None:
+            show_error("No detection model is loaded; load a checkpoint first.")
+            return
+        self.cancel_detection()
+        self._run_id = self.session.start_run(
+            self.model_label, {"region": list(map(int, region)), "score_thr": DETECTION_FLOOR,
+                               "stain_normalize": getattr(self.detector, "stain_normalize", None)},
+        )
+        self._cancel = threading.Event()
+        self._running_region = region
+        self._set_running(True, f"Detecting in {region[2]}×{region[3]} px…")
+        batches = self.detector.iter_detect(self.slide, region, cancel=self._cancel)
+        if wait:
+            try:
+                for progress in batches:
+                    self._on_batch(progress)
+            except MidogError:
+                self._set_running(False, "Detection failed.")
+                raise
+            self._on_finished()
+            return
+        self.worker = thread_worker(_surfacing_errors, start_thread=False, ignore_errors=True)(batches)
+        self.worker.yielded.connect(self._on_batch)
+        self.worker.errored.connect(self._on_worker_error)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+
+    def _on_batch(self, progress) -> None:
+        found = progress.detections
+        keys = self.session.add_detections(self._run_id, found.boxes, found.scores, found.label_names())
+        if len(keys):
+            self._append(keys)
+        self.progress.setRange(0, max(1, progress.total))
+        self.progress.setValue(progress.done)
+
+    def _append(self, keys: np.ndarray) -> None:
+        rows = np.array([self.session.row_of(k) for k in keys])
+        t = self.session.table.select(rows)
+        shown = self.session.visible_mask(self.score_threshold)[rows]
+        hard_negative = self.session.is_hard_negative_prediction()[rows]
+        for box_layer, mask in ((self.overlay.predictions, shown & ~hard_negative),
+                                (self.overlay.hard_negatives, shown & hard_negative)):
+            if mask.any():
+                box_layer.append_boxes(keys[mask], t.boxes[mask], np.array([rgba_for(s) for s in t.status[mask]]),
+                                       t.score[mask], list(t.label[mask]), list(t.status[mask]))
+        self.schedule_counts()
+
+    def _on_finished(self) -> None:
+        cancelled = self._cancel is not None and self._cancel.is_set()
+        if not cancelled and self._running_region is not None and self.slide is not None:
+            self.done_regions.mark_done(self._model_key(), self._running_region, (self.slide.width, self.slide.height))
+        if self._evaluation_colours():
+            self.rebuild_overlay()
+        self._set_running(False, "Detection cancelled." if cancelled else "Detection done.")
+        self.worker = None
+        self._running_region = None
+
+    def _on_worker_error(self, exc: Exception) -> None:
+        message = str(exc) if isinstance(exc, MidogError) else f"detection failed: {exc}"
+        show_error(message)
+        self._set_running(False, "Detection failed.")
+        self.worker = None
+
+    def _set_running(self, running: bool, message: str) -> None:
+        self.detect_view_button.setEnabled(not running)
+        self.detect_all_button.setEnabled(not running)
+        self.load_button.setEnabled(not running)
+        self.load_mmdet_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress.setRange(0, 0)  # busy until the first batch says how many tiles
+        self.status.setText(message)
+
+    def cancel_detection(self) -> None:
+        """Stop a running detection after its current batch."""
+        if self._cancel is not None:
+            self._cancel.set()
+        if self.worker is not None:
+            self.worker.quit()
+
+    def is_running(self) -> bool:
+        return self.worker is not None
+
+    def _on_camera(self, _event=None) -> None:
+        if self.session is None:
+            return
+        self._settle.start()
+        if self._running_region is not None and self.worker is not None:
+            view = self.visible_region()
+            x, y, w, h = self._running_region
+            if view is None or view[0] >= x + w or view[1] >= y + h or view[0] + view[2] <= x or view[1] + view[3] <= y:
+                self.cancel_detection()  # moved away: the rest of that region is not wanted now
+
+    def _on_view_settled(self) -> None:
+        self.schedule_counts()
+        if self.auto_detect.isChecked() and self.worker is None:
+            self.detect_visible()
+
+    # -- review ---------------------------------------------------------------------------------
+
+    def select(self, key: int | None) -> None:
+        """Make one object the target of the review keys."""
+        self.selected = key
+        if self.overlay is not None:
+            self.overlay.select(key)
+        if key is None or self.session is None:
+            self.selection_label.setText("Nothing selected.")
+            return
+        row = self.session.row_of(key)
+        t = self.session.table
+        score = "" if np.isnan(t.score[row]) else f", score {t.score[row]:.2f}"
+        self.selection_label.setText(f"Selected: {t.label[row]} ({t.status[row]}{score})")
+
+    @_reports_errors
+    def decide(self, action: str) -> None:
+        """Accept, reject or mark as hard negative the selected object (stored before this returns)."""
+        if self.session is None or self.selected is None:
+            return
+        changed = self.session.decide(self.selected, action)
+        self._recolour(changed)
+        self.select(self.selected)
+
+    @_reports_errors
+    def undo(self) -> None:
+        if self.session is not None:
+            changed = self.session.undo()
+            if changed:
+                self._recolour(changed)
+                self.select(changed[0])
+
+    @_reports_errors
+    def redo(self) -> None:
+        if self.session is not None:
+            changed = self.session.redo()
+            if changed:
+                self._recolour(changed)
+                self.select(changed[0])
+
+    def step(self, forward: bool = True) -> None:
+        """Select the next (or previous) pending mitotic-figure prediction and bring it on screen."""
+        if self.session is None:
+            return
+        t = self.session.table
+        candidates = (
+            (t.kind == "detection") & (t.status == Status.PENDING.value) & (t.label == MITOTIC_FIGURE)
+            & self.session.visible_mask(self.score_threshold)
+        )
+        current = None if self.selected is None else self.session.row_of(self.selected)
+        row = step_in_order(reading_order(t.boxes), candidates, current, forward)
+        if row is None:
+            self.status.setText("No pending detections left.")
+            return
+        self.select(int(self.session.keys[row]))
+        self._centre_on(t.boxes[row])
+
+    @_reports_errors
+    def add_mitosis_at(self, x: float, y: float) -> None:
+        """Add a missed mitosis centred on level-0 ``(x, y)``."""
+        if self.session is None:
+            return
+        key = self.session.add_mitosis(x, y)
+        self.rebuild_overlay()
+        self.select(key)
+
+    def _on_mouse(self, viewer, event):
+        """Click selects the box under the cursor; Shift+click adds a missed mitosis. Drags pan as usual."""
+        if self.session is None or event.button != 1:
+            return
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if dragged:  # a drag pans, as napari does
+            return
+        x, y = self._world_to_level0(event.position)
+        self.click_at(x, y, add="Shift" in event.modifiers)
+
+    def click_at(self, x: float, y: float, add: bool = False) -> None:
+        """A click at level-0 ``(x, y)``: select the box there (or nothing), or with ``add`` add a mitosis."""
+        if add:
+            self.add_mitosis_at(x, y)
+            return
+        rows = np.flatnonzero(self.session.visible_mask(self.score_threshold))
+        hit = box_at(self.session.table.boxes[rows], x, y)
+        self.select(None if hit is None else int(self.session.keys[rows[hit]]))
+
+    # -- counts, HPFs, export, import -----------------------------------------------------------
+
+    def schedule_counts(self) -> None:
+        self._counts_timer.start()
+
+    def current_hpf(self) -> tuple[float, float, float, float] | None:
+        """The HPF-sized field centred on the view centre (level-0 px)."""
+        if self.session is None or not self.session.mpp:
+            return None
+        w, h = hpf_size_px(self.counts_panel.hpf_area.value(), self.session.mpp)
+        view = self.visible_region()
+        if view is None:
+            return None
+        cx, cy = view[0] + view[2] / 2, view[1] + view[3] / 2
+        return (cx - w / 2, cy - h / 2, w, h)
+
+    def update_counts(self) -> None:
+        """Recompute the counts rows, the mitotic score and the live F1 (on a timer after changes)."""
+        if self.session is None:
+            return
+        hpf_mm2 = self.counts_panel.hpf_area.value()
+        if not self.session.mpp:
+            for row in ("view", "hpf", "image"):
+                self.counts_panel.show_counts(row, None)
+            self.counts_panel.show_score(None, "(the slide has no pixel size, so HPFs have no size)")
+            return
+        view = self.visible_region()
+        self.counts_panel.show_counts("view", None if view is None else self.session.counts(view, hpf_mm2))
+        hpf = self.current_hpf()
+        self.counts_panel.show_counts("hpf", None if hpf is None else self.session.counts(hpf, hpf_mm2))
+        whole = self.session.counts(None, hpf_mm2, use_drawn=True)
+        self.counts_panel.show_counts("image", whole)
+        self.counts_panel.show_score(whole)
+        if self.session.has_ground_truth():
+            figures, _ = self.session.evaluation(self.score_threshold, view)
+            self.counts_panel.show_f1(figures)
+        else:
+            self.counts_panel.show_f1(None)
+
+    def _on_hpf_area(self) -> None:
+        if self._grid_layer is not None:
+            self.show_hpf_grid(True)
+        self.schedule_counts()
+
+    def _shape_placement(self) -> dict:
+        return {"scale": tuple(self.slide_layer.scale[-2:]), "translate": tuple(self.slide_layer.translate[-2:])}
+
+    @_reports_errors
+    def show_hpf_grid(self, visible: bool) -> None:
+        """Draw (or remove) the grid of HPFs the whole-image counts use."""
+        if self._grid_layer is not None and self._grid_layer in self.viewer.layers:
+            self.viewer.layers.remove(self._grid_layer)
+        self._grid_layer = None
+        if not visible or self.session is None or not self.session.mpp:
+            return
+        fields = self.session.counts(None, self.counts_panel.hpf_area.value(), use_drawn=False).fields
+        rectangles = [np.array([[f.y, f.x], [f.y + f.h, f.x + f.w]]) for f in fields]
+        self._grid_layer = self.viewer.add_shapes(
+            rectangles, shape_type="rectangle", edge_color="cyan", face_color="transparent", edge_width=4,
+            opacity=0.5, name="HPF grid", **self._shape_placement(),
+        )
+        self._keep_boxes_active()
+
+    def _show_fields(self) -> None:
+        """Draw the HPF rectangles the reviewer marked on this slide."""
+        if self._fields_layer is not None and self._fields_layer in self.viewer.layers:
+            self.viewer.layers.remove(self._fields_layer)
+        self._fields_layer = None
+        fields = self.session.store.hpf_regions(self.session.slide_id)
+        if not fields:
+            return
+        rectangles = [np.array([[f.y, f.x], [f.y + f.h, f.x + f.w]]) for f in fields]
+        self._fields_layer = self.viewer.add_shapes(
+            rectangles, shape_type="rectangle", edge_color="magenta", face_color="transparent", edge_width=6,
+            name="marked HPFs", **self._shape_placement(),
+        )
+        self._keep_boxes_active()
+
+    def _keep_boxes_active(self) -> None:
+        if self.overlay is not None:
+            self.viewer.layers.selection.active = self.overlay.predictions.layer
+
+    @_reports_errors
+    def mark_current_hpf(self) -> None:
+        """Store the HPF centred on the view as a counted field (the whole-image counts then use marked fields)."""
+        hpf = self.current_hpf()
+        if hpf is None:
+            show_error("The slide has no pixel size, so an HPF has no size in pixels.")
+            return
+        self.session.store.add_hpf(self.session.slide_id, hpf)
+        self._show_fields()
+        self.schedule_counts()
+
+    @_reports_errors
+    def go_to_hotspot(self) -> None:
+        """Centre the view on the 10-HPF window with the most mitoses."""
+        if self.session is None or not self.session.mpp:
+            show_error("The slide has no pixel size, so there is no HPF to find a hotspot with.")
+            return
+        hotspot = self.session.counts(None, self.counts_panel.hpf_area.value()).hotspot
+        if hotspot is None:
+            return
+        centre = self.slide_layer.data_to_world((hotspot.y + hotspot.h / 2, hotspot.x + hotspot.w / 2))
+        self.viewer.camera.center = tuple(centre[-2:])
+        canvas_h, canvas_w = self.viewer.canvas.size
+        scale = float(self.slide_layer.scale[-1])
+        self.viewer.camera.zoom = min(canvas_w / (hotspot.w * scale), canvas_h / (hotspot.h * scale))
+        self.status.setText(f"Hotspot: {hotspot.mitoses} mitoses in {hotspot.area_mm2:.2f} mm².")
+
+    def _choose_export(self, fmt: str, file_filter: str) -> None:
+        if self.session is None:
+            show_error("Open a slide before exporting.")
+            return
+        stem = Path(self.slide.path).stem
+        suggestion = f"{stem}-counts.csv" if fmt == "counts" else f"{stem}-{fmt}{file_filter.split('*')[-1].rstrip(')')}"
+        path, _ = QFileDialog.getSaveFileName(self, "Export", suggestion, file_filter)
+        if path:
+            self.export(fmt, path)
+
+    @_reports_errors
+    def export(self, fmt: str, path: str | Path) -> Path | None:
+        """Write this slide's counts CSV (``fmt="counts"``) or its objects in an annotation format."""
+        from midog_viewer.formats.exporting import export_store
+
+        if self.session is None:
+            return None
+        path = Path(path)
+        if fmt == "counts":
+            write_counts_csv(path, [self.session.counts(None, self.counts_panel.hpf_area.value(), use_drawn=True)])
+        else:
+            export_store(self.session.store, fmt, path, slide_names=[str(Path(self.slide.path).resolve())])
+        show_info(f"Exported {path.name}.")
+        return path
+
+    def _choose_import(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import annotations", "", "Annotations (*.json *.geojson *.sqlite *.db *.csv)"
+        )
+        if path:
+            self.import_annotations(path)
+
+    @_reports_errors
+    def import_annotations(self, path: str | Path) -> None:
+        """Import an annotation file (MIDOG JSON, SlideRunner, GeoJSON, CSV) matched to this image by file name."""
+        from midog_viewer.formats.importing import import_file, summary_line
+
+        if self.session is None:
+            show_error("Open the image the annotations belong to before importing them.")
+            return
+        summary = import_file(self.session.store, path, image_name=Path(self.slide.path).name)
+        self.session.reload()
+        self.rebuild_overlay()
+        show_info(summary_line(summary))
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        """Stop timers and any detection, so nothing touches the store after the dock is gone."""
+        self._settle.stop()
+        self._counts_timer.stop()
+        self.cancel_detection()
+        super().closeEvent(event)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        for url in event.mimeData().urls():
+            if url.isLocalFile():
+                self.import_annotations(url.toLocalFile())

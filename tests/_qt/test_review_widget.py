@@ -1,0 +1,197 @@
+"""The review dock in a real napari viewer under Xvfb: detect, judge by key, undo, counts, export, import."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import add_slide_layer
+from qtpy.QtCore import Qt
+from qtpy.QtTest import QTest
+
+from midog_viewer._qt.review_widget import ReviewWidget
+
+pytestmark = pytest.mark.gui
+
+YELLOW, WHITE, RED = (1.0, 1.0, 0.0, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 0.0, 0.0, 1.0)
+
+
+@pytest.fixture()
+def review(make_napari_viewer, small_hpf, stand_in, review_store, qtbot):
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
+    qtbot.addWidget(widget)
+    path, hpf = small_hpf
+    add_slide_layer(viewer, path, hpf)
+    return viewer, widget
+
+
+def _press(viewer, key, modifier=Qt.NoModifier):
+    QTest.keyClick(viewer.window._qt_viewer.canvas.native, key, modifier)
+
+
+def _colour_of(widget, key):
+    layer = widget.overlay.layer_of(key)
+    return tuple(np.round(layer.layer.border_color[layer.row_of(key)], 3))
+
+
+def test_detecting_the_whole_image_draws_and_stores_every_box(review):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    table = widget.session.store.objects(widget.session.slide_id)
+    detections = table.select(table.kind == "detection")
+    assert len(detections) == len(widget.detector.boxes)
+    assert len(widget.overlay.predictions) == len(detections)
+    assert set(widget.overlay.predictions.layer.features["status"]) == {"pending"}
+    assert widget.progress.value() == 2 and widget.detect_view_button.isEnabled()
+
+
+def test_keys_accept_reject_undo_and_redo_change_store_and_colours(review):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    _press(viewer, Qt.Key_N)
+    first = widget.selected
+    assert first is not None and _colour_of(widget, first) == YELLOW
+    _press(viewer, Qt.Key_A)
+    stored = widget.session.store.objects(widget.session.slide_id)
+    assert stored.status[(stored.kind == "detection") & (stored.id == first)][0] == "accepted"
+    assert _colour_of(widget, first) == WHITE
+    _press(viewer, Qt.Key_Space)
+    second = widget.selected
+    assert second != first
+    _press(viewer, Qt.Key_R)
+    assert _colour_of(widget, second) == RED
+    _press(viewer, Qt.Key_Z, Qt.ControlModifier)
+    assert _colour_of(widget, second) == YELLOW
+    _press(viewer, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert _colour_of(widget, second) == RED
+    verdicts = [d.verdict.value for d in widget.session.store.decisions(widget.session.slide_id)]
+    assert verdicts == ["accept", "reject", "undo", "redo"]
+    _press(viewer, Qt.Key_P)
+    assert widget.selected not in (first, second)  # previous pending skips the decided ones
+
+
+def test_counts_follow_decisions_and_the_slide_reopens_as_left(review, make_napari_viewer, small_hpf, stand_in,
+                                                               review_store, qtbot):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    widget.update_counts()
+    pending_before = int(widget.counts_panel.cells[("image", "pending")].text())
+    widget.step()
+    widget.decide("accept")
+    widget.step()
+    widget.decide("reject")
+    widget.update_counts()
+    cells = widget.counts_panel.cells
+    assert cells[("image", "accepted")].text() == "1"
+    assert cells[("image", "rejected")].text() == "1"
+    assert int(cells[("image", "pending")].text()) == pending_before - 2
+    assert "Mitotic score" in widget.counts_panel.score.text()
+    assert "F1" in widget.counts_panel.f1.text()  # the sample's ground truth gives a live F1
+
+    other = make_napari_viewer()
+    reopened = ReviewWidget(other, detector=stand_in, store=review_store)
+    qtbot.addWidget(reopened)
+    add_slide_layer(other, small_hpf[0], small_hpf[1])
+    statuses = list(reopened.overlay.predictions.layer.features["status"])
+    assert statuses.count("accepted") == 1 and statuses.count("rejected") == 1
+
+
+def test_a_click_selects_and_shift_click_adds_a_missed_mitosis(review):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    box = widget.session.table.boxes[0]
+    widget.add_mitosis_at(20.0, 30.0)
+    added = widget.selected
+    assert added < 0 and _colour_of(widget, added) == WHITE
+    widget.undo()
+    assert _colour_of(widget, added) == (0.0, 0.0, 0.0, 0.0)  # its "add" undone: hidden
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    widget.select(None)
+    widget.click_at(x, y)
+    assert widget.selected == int(widget.session.keys[0])
+    widget.click_at(2.0, 760.0)  # empty corner
+    assert widget.selected is None
+
+
+def test_threshold_hides_low_scores_and_visible_region_detects_once(review):
+    viewer, widget = review
+    viewer.camera.center = (40.0, 20.0)  # µm: level-0 (80, 160)
+    viewer.camera.zoom = 8.0  # 2 screen px per level-0 px: a corner of the field
+    canvas_h, canvas_w = viewer.canvas.size
+    region = widget.visible_region()
+    assert region == (0, max(0, int(160 - canvas_h / 4)), int(80 + canvas_w / 4), int(160 + canvas_h / 4) - max(0, int(160 - canvas_h / 4)))
+    widget.detect_visible(wait=True)
+    widget.detect_visible(wait=True)  # same view, same model: nothing recomputed
+    assert len(widget.detector.calls) == 1
+    widget.detect_whole(wait=True)
+    widget.threshold.setValue(70)
+    assert widget.overlay.predictions.layer.features["score"].min() > 0.7
+    widget.threshold.setValue(50)
+    assert widget.overlay.predictions.layer.features["score"].min() < 0.7
+
+
+def test_exports_are_written_and_reimport_equal(review, tmp_path, make_napari_viewer, qtbot):
+    from midog_viewer.formats.importing import read_file
+    from midog_viewer.review.store import ReviewStore
+
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    widget.step()
+    widget.decide("accept")
+    widget.step()
+    widget.decide("reject")
+    counts = widget.export("counts", tmp_path / "counts.csv")
+    assert counts.read_text().splitlines()[0].startswith("slide,hpf_id")
+    written = {fmt: widget.export(fmt, tmp_path / name) for fmt, name in
+               (("coco", "out.json"), ("sliderunner", "out.sqlite"), ("geojson", "out.geojson"),
+                ("csv", "objects.csv"), ("midog-json", "points.json"))}
+    assert all(path.is_file() and path.stat().st_size > 0 for path in written.values())
+    reviewed = widget.session.store.reviewed_objects(widget.session.slide_id)
+    expected = sorted(map(tuple, np.round(reviewed.boxes, 1)))
+    for fmt in ("coco", "sliderunner", "geojson"):
+        images = read_file(written[fmt], "midog" if fmt == "coco" else fmt, image_name="small_hpf.tiff")
+        boxes = sorted(map(tuple, np.round(np.concatenate([np.asarray(i.boxes).reshape(-1, 4) for i in images]), 1)))
+        assert boxes == expected, fmt
+
+    # import into a fresh store through the widget: the annotations appear as the white layer
+    fresh = ReviewStore(tmp_path / "fresh.sqlite", reviewer="other")
+    viewer2 = make_napari_viewer()
+    second = ReviewWidget(viewer2, detector=widget.detector, store=fresh)
+    qtbot.addWidget(second)
+    add_slide_layer(viewer2, widget.slide.path)
+    second.import_annotations(written["coco"])
+    truth = second.session.table.select(second.session.table.status == "ground truth")
+    assert sorted(map(tuple, np.round(truth.boxes, 1))) == expected
+    assert len(second.overlay.ground_truth) == len(expected)
+    second.close()
+    fresh.close()
+
+
+def test_bad_input_becomes_a_notification_and_leaves_the_widget_usable(review, tmp_path, monkeypatch):
+    viewer, widget = review
+    shown = []
+    monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{ not json")
+    widget.import_annotations(broken)
+    widget._load_model(str(tmp_path / "missing.safetensors"), None)
+    assert len(shown) == 2 and all(message.count(".") >= 1 and "\n" not in message for message in shown)
+    assert widget.detector is not None and widget.detect_view_button.isEnabled()
+
+
+def test_a_failing_worker_reenables_the_buttons(review, qtbot, monkeypatch):
+    viewer, widget = review
+    shown = []
+    monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
+
+    def explode(slide, region, cancel=None):
+        yield from ()
+        raise RuntimeError("tile read failed")
+
+    monkeypatch.setattr(widget.detector, "iter_detect", explode)
+    widget.detect_whole()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    assert shown and "tile read failed" in shown[0]
+    assert widget.detect_all_button.isEnabled() and not widget.cancel_button.isEnabled()
