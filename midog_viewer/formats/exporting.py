@@ -27,12 +27,10 @@ from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import csv_table, gc_points, geojson, midog_coco, sliderunner
 from midog_viewer.formats.records import ImageAnnotations
-from midog_viewer.review.status import Status
-from midog_viewer.review.store import ObjectTable, ReviewStore, Slide
+from midog_viewer.review.store import REVIEWED_STATUSES, ObjectTable, ReviewStore, Slide
 
 EXPORT_FORMATS = ("csv", "coco", "sliderunner", "geojson", "midog-json")
 SELECTIONS = ("reviewed", "detections", "all")
-_REVIEWED = [Status.ACCEPTED.value, Status.GROUND_TRUTH.value, Status.RELABELLED.value]
 #: The class names the MIDOG evaluation accepts in "Multiple points" files.
 _GC_NAMES = {True: "mitotic figure", False: "non-mitotic figure"}
 
@@ -49,7 +47,7 @@ class ExportSummary:
 def select(table: ObjectTable, selection: str) -> ObjectTable:
     """Keep the rows a selection (see the module docstring) names."""
     if selection == "reviewed":
-        return table.select(np.isin(table.status, _REVIEWED))
+        return table.select(np.isin(table.status, REVIEWED_STATUSES))
     if selection == "detections":
         return table.select(table.kind == "detection")
     if selection == "all":

@@ -85,7 +85,7 @@ def read(path: str | Path, image_name: str, point_box_px: float = POINT_BOX_PX) 
             raise AnnotationFormatError(f"{where} must be a Feature with a geometry.")
         geometry = feature["geometry"]
         kind = geometry.get("type")
-        if kind not in _DEPTH:
+        if not isinstance(kind, str) or kind not in _DEPTH:
             raise AnnotationFormatError(f"{where}.geometry.type {kind!r} is not a Point, MultiPoint or Polygon.")
         points = _coordinates(geometry.get("coordinates"), _DEPTH[kind], f"{where}.geometry.coordinates")
         label = _class_name(feature.get("properties"), where)

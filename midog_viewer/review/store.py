@@ -145,6 +145,8 @@ HAND = "hand"
 GROUND_TRUTH_SOURCE = "ground truth"
 
 _DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+#: Statuses of the labels a review produced (what exports and training take as labelled).
+REVIEWED_STATUSES = (Status.ACCEPTED.value, Status.GROUND_TRUTH.value, Status.RELABELLED.value)
 
 
 def _now() -> str:
@@ -822,19 +824,7 @@ class ReviewStore:
     def reviewed_objects(self, slide_id: int) -> ObjectTable:
         """The labels a review produced: ground truth, hand annotations, accepted and relabelled detections."""
         table = self.objects(slide_id)
-        keep = np.isin(table.status, [Status.ACCEPTED.value, Status.GROUND_TRUTH.value, Status.RELABELLED.value])
-        return table.select(keep)
-
-    def counts_by_status(self, slide_id: int | None = None) -> dict[str, dict[str, int]]:
-        """{status: {label: n}} over one slide or all slides (deleted annotations left out)."""
-        result: dict[str, dict[str, int]] = {}
-        slide_ids = [slide_id] if slide_id is not None else [s.id for s in self.slides()]
-        for sid in slide_ids:
-            table = self.objects(sid)
-            for status, label in zip(table.status, table.label):
-                result.setdefault(status, {}).setdefault(label, 0)
-                result[status][label] += 1
-        return result
+        return table.select(np.isin(table.status, REVIEWED_STATUSES))
 
 
 def _check_region(region: Sequence[float]) -> tuple[float, float, float, float]:

@@ -19,7 +19,8 @@ from midog_viewer.formats.importing import import_file
 from midog_viewer.formats.records import ImageAnnotations
 from midog_viewer.review import ReviewStore
 
-FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 MIDOG_DOC = {
     "info": {"description": "MIDOG fuzz"},
