@@ -298,10 +298,10 @@ def write_pr_curve(evaluation: Evaluation, path: str | Path) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    curve = evaluation.threshold_curve()
+    curve = evaluation.threshold_curve()[::-1]  # from the highest threshold: recall grows left to right
     figure = Figure(figsize=(5, 4), dpi=100)
     axes = figure.add_subplot()
-    axes.plot([r["recall"] for r in curve], [r["precision"] for r in curve], marker=".", drawstyle="steps-post")
+    axes.plot([r["recall"] for r in curve], [r["precision"] for r in curve], marker="o")
     axes.set_xlabel("recall")
     axes.set_ylabel("precision")
     axes.set_xlim(0, 1.02)

@@ -40,7 +40,6 @@ class ImageAnnotations:
     mpp: float | None = None
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float64))
     labels: list[str] = field(default_factory=list)
-    scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
