@@ -75,11 +75,20 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_db(path: Path) -> Path:
+    """Commands that only read a database must not create an empty one by a typo."""
+    from midog_viewer.errors import ReviewStoreError
+
+    if not path.is_file():
+        raise ReviewStoreError(f"there is no review database at {path}.")
+    return path
+
+
 def _export(args: argparse.Namespace) -> int:
     from midog_viewer.formats.exporting import export_store
     from midog_viewer.review import ReviewStore
 
-    with ReviewStore(args.db) as store:
+    with ReviewStore(_existing_db(args.db)) as store:
         summary = export_store(store, args.fmt, args.out, selection=args.objects, slide_names=args.slide,
                                bbox_format="xywh" if args.xywh else "xyxy")
     print(f"wrote {summary.objects:,} objects of {summary.slides} slides to {summary.path}")
@@ -91,7 +100,7 @@ def _counts(args: argparse.Namespace) -> int:
     from midog_viewer.review import ReviewStore
     from midog_viewer.review.counts import count_slide, write_counts_csv
 
-    with ReviewStore(args.db) as store:
+    with ReviewStore(_existing_db(args.db)) as store:
         if args.slide:
             slides = []
             for name in args.slide:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from midog_viewer.cli import main
+from midog_viewer.review import ReviewStore
 
 
 def run(capsys, *argv):
@@ -74,6 +75,7 @@ def test_import_json_counts_and_export(shared_data, capsys, tmp_path):
         ["import", "{tmp}/missing.json", "--db", "{tmp}/r.db"],
         ["import", "{tmp}/bad.json", "--db", "{tmp}/r.db"],
         ["counts", "--db", "{tmp}/r.db", "--slide", "nope.tiff"],
+        ["counts", "--db", "{tmp}/typo.db"],
         ["export", "--db", "{tmp}/notadb.db", "--format", "csv", "--out", "{tmp}/x.csv"],
         ["evaluate", "--gt", "{tmp}/bad.json", "--pred", "{tmp}/bad.json"],
     ],
@@ -81,9 +83,11 @@ def test_import_json_counts_and_export(shared_data, capsys, tmp_path):
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv):
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "notadb.db").write_bytes(b"x" * 4096)
+    ReviewStore(tmp_path / "r.db").close()
     code, out, err = run(capsys, *[a.format(tmp=tmp_path) for a in argv])
     assert code == 2
     assert err.startswith("midog-viewer: error: ") and err.count("\n") == 1
+    assert not (tmp_path / "typo.db").exists()  # read-only commands never create a database
 
 
 def test_help_lists_the_review_commands():
