@@ -97,6 +97,9 @@ def test_threshold_curve_and_pr_png(fixture_dir, tmp_path):
     rows = evaluation.case_rows()
     assert {r["case"]: (r["tp"], r["fp"], r["fn"]) for r in rows} == {
         "007.tiff": (1, 1, 0), "140.tiff": (2, 0, 1), "201.tiff": (0, 2, 3)}
+    assert evaluation.suspicious_cases() == ["007.tiff"]  # its second point lies at (130.1, 115.5) mm
+    coarse = evaluation.threshold_curve(max_thresholds=2)
+    assert [row["threshold"] for row in coarse] == [0.4, 0.92]
     write_pr_curve(evaluation, tmp_path / "pr.png")
     assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -158,4 +158,6 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"recall {a['recall']:.4f}, F1 {a['f1_score']:.4f}, AP {a['AP']:.4f}")
     if evaluation.missing_cases:
         print(f"cases without predictions (all false negatives): {', '.join(evaluation.missing_cases)}")
+    if evaluation.suspicious_cases():
+        print(f"points beyond 10 mm (pixel coordinates instead of mm?): {', '.join(evaluation.suspicious_cases())}")
     return 0
