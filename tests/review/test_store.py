@@ -163,6 +163,13 @@ def test_region_query_returns_touching_objects(store, slide_with_detections):
     assert len(store.objects(slide_id, region=(550, 550, 0, 0))) == 1  # touching the corner counts
 
 
+def test_empty_batches_are_fine(store, slide_with_detections):
+    _, run_id, _ = slide_with_detections
+    ids = store.add_detections(run_id, np.zeros((0, 4)), np.zeros(0), [])
+    assert ids.dtype == np.int64 and len(ids) == 0
+    assert len(store.objects(store.add_slide("empty.tiff"))) == 0
+
+
 def test_objects_by_run(store, slide_with_detections):
     slide_id, run_id, _ = slide_with_detections
     second = store.add_detection_run(slide_id, "other", {})
