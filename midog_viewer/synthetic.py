@@ -38,6 +38,9 @@ BOX_SIZE = 50
 HEMATOXYLIN = np.array([0.5626, 0.7201, 0.4062], np.float32)
 EOSIN = np.array([0.2159, 0.8012, 0.5581], np.float32)
 
+#: Part of the sample's file name: bump it whenever :func:`make_hpf` paints differently, so caches refresh.
+SAMPLE_VERSION = 1
+
 _MITOSIS_PHASES = ("prometaphase", "metaphase", "anaphase", "telophase")
 _IMPOSTER_KINDS = ("pyknotic", "apoptotic", "hyperchromatic")
 
@@ -454,7 +457,7 @@ def midog_json(hpf: SyntheticHPF, file_name: str) -> dict:
     height, width = hpf.image.shape[:2]
     return {
         "info": {"description": "midog-viewer synthetic H&E high-power field", "mpp": hpf.mpp},
-        "images": [{"file_name": file_name, "id": 1, "width": width, "height": height}],
+        "images": [{"file_name": file_name, "id": 1, "width": width, "height": height, "mpp": hpf.mpp}],
         "categories": [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "not mitotic figure"}],
         "annotations": [
             {"bbox": [round(float(v), 2) for v in box], "category_id": category[label], "image_id": 1, "id": i + 1}
@@ -483,7 +486,7 @@ def write_hpf_tiff(hpf: SyntheticHPF, path: Path) -> None:
 def sample_path() -> Path:
     """The built-in sample (seed 0, 2048×1536) as a TIFF with ground truth beside it, written once."""
     folder = cache_dir()
-    image_path = folder / "synthetic_hpf_seed0.tiff"
+    image_path = folder / f"synthetic_hpf_v{SAMPLE_VERSION}_seed0.tiff"
     json_path = image_path.with_suffix(".json")
     if image_path.is_file() and json_path.is_file():
         return image_path

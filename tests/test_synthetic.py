@@ -90,7 +90,7 @@ def test_sample_path_writes_a_tiff_with_midog_json_once(tmp_path, monkeypatch, s
     assert path.parent == tmp_path / "cache" and path.suffix == ".tiff"
     truth = json.loads(path.with_suffix(".json").read_text())
     hpf = sample_field
-    assert truth["images"][0] == {"file_name": path.name, "id": 1, "width": 2048, "height": 1536}
+    assert truth["images"][0] == {"file_name": path.name, "id": 1, "width": 2048, "height": 1536, "mpp": 0.25}
     assert {c["name"] for c in truth["categories"]} == {"mitotic figure", "not mitotic figure"}
     assert len(truth["annotations"]) == len(hpf.labels)
     first = truth["annotations"][0]

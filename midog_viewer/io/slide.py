@@ -72,6 +72,19 @@ class Slide:
                 raise SlideError(f"{self.path.name} could not be read at x={x0}, y={y0} ({exc}).") from exc
         return out
 
+    def summary(self) -> dict[str, Any]:
+        """Path, format, mpp, level-0 tile size and levels as plain JSON types (``midog-viewer info --json``)."""
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "mpp": self.mpp,
+            "tile": list(self.tile_size) if self.tile_size else None,
+            "levels": [
+                {"width": int(level.shape[1]), "height": int(level.shape[0]), "downsample": float(downsample)}
+                for level, downsample in zip(self.levels, self.downsamples)
+            ],
+        }
+
     def close(self) -> None:
         """Release the open file (idempotent)."""
         if self._handle is not None:
