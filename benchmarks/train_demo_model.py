@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     from midog_viewer.detect import load_model
     from midog_viewer.train import DataSpec, Recipe, train
     from midog_viewer.train.dataset import synthetic_images
-    from midog_viewer.train.stain import ImageStain
     from midog_viewer.train.validate import midog_scores, predict_images
 
     run_dir = Path(args.run)
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     model, info = load_model(result.best_checkpoint)
     held_out = synthetic_images(args.held_out, HELD_OUT_SEED, 1024)
     started = time.monotonic()
-    predictions = predict_images(model, held_out, stain=ImageStain())
+    predictions = predict_images(model, held_out)
     scores = {thr: midog_scores(held_out, predictions, thr) for thr in (0.3, 0.5, 0.7)}
     eval_s = time.monotonic() - started
     metrics = json.loads((run_dir / "metrics.json").read_text())

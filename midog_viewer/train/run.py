@@ -315,7 +315,7 @@ class _Loop:
             self.split.val,
             self.device,
             score_threshold=self.recipe.val_score_threshold,
-            stain=self.stain,
+            stain_normalise=self.recipe.stain_normalise,
             should_stop=self.should_stop,
         )
         model.train()

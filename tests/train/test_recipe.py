@@ -1,0 +1,101 @@
+"""The seed's recipe: warm-up and decay of the learning rate, augmentation that keeps boxes on their objects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchvision import tv_tensors
+
+from midog_viewer.errors import TrainingError
+from midog_viewer.train.recipe import Augmenter, Recipe, lr_factor, random_crop_keeping_boxes
+
+
+def test_defaults_are_the_seeds():
+    r = Recipe()
+    assert (r.lr, r.momentum, r.weight_decay, r.batch_size, r.epochs) == (0.01, 0.9, 1e-4, 4, 50)
+    assert (r.warmup_steps, r.warmup_ratio) == (500, 0.001)
+    assert r.scales == (384, 448, 512, 576, 640)  # 512 and four more scales in 64 px steps
+
+
+def test_linear_warmup_then_step_decay():
+    r = Recipe(warmup_steps=500, warmup_ratio=0.001, lr_decay_epochs=(2,))
+    assert lr_factor(0, 1000, r) == pytest.approx(0.001)
+    assert lr_factor(250, 1000, r) == pytest.approx(0.001 + 0.999 * 0.5)
+    assert lr_factor(500, 1000, r) == pytest.approx(1.0)
+    assert lr_factor(1999, 1000, r) == pytest.approx(1.0)
+    assert lr_factor(2000, 1000, r) == pytest.approx(0.1)
+
+
+def test_recipe_round_trips_and_refuses_nonsense():
+    r = Recipe(epochs=3, lr_decay_epochs=(2,), rcnn_samples=64)
+    assert Recipe.from_dict(r.to_dict()) == r
+    assert r.model_overrides() == {"rcnn_num_samples": 64}
+    with pytest.raises(TrainingError, match="unknown recipe setting"):
+        Recipe.from_dict({"epochs": 3, "learning_rate": 0.1})
+    with pytest.raises(TrainingError, match="at least 1"):
+        Recipe(epochs=0)
+    with pytest.raises(TrainingError, match="positive"):
+        Recipe(lr=0)
+
+
+def _marked_image(boxes: np.ndarray, size: int = 256) -> torch.Tensor:
+    """Grey image with each box painted black, so boxes can be checked against pixels after augmentation."""
+    image = np.full((size, size, 3), 200, np.uint8)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        image[y1:y2, x1:x2] = 0
+    return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+
+def test_augmented_boxes_still_cover_their_objects():
+    boxes = np.array([[40, 40, 90, 90], [150, 120, 200, 170]], np.float32)
+    recipe = Recipe(patch_size=256, brightness=0, contrast=0, saturation=0, hue=0, crop_probability=1.0)
+    augment = Augmenter(recipe)
+    for seed in range(12):
+        image, out_boxes, labels = augment(
+            _marked_image(boxes), torch.from_numpy(boxes), torch.tensor([0, 1]), torch.Generator().manual_seed(seed)
+        )
+        assert image.dtype == torch.float32 and image.shape[0] == 3
+        assert max(image.shape[1:]) in recipe.scales or max(image.shape[1:]) < 256
+        assert len(out_boxes) == len(labels) >= 1
+        for x1, y1, x2, y2 in out_boxes.round().int().tolist():
+            inside = image[:, y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
+            assert inside.numel() and inside.mean() < 60, f"seed {seed}: box no longer on its dark object"
+
+
+def test_augmentation_is_reproducible_from_its_generator():
+    boxes = torch.tensor([[40.0, 40, 90, 90]])
+    augment = Augmenter(Recipe(patch_size=256))
+    image = _marked_image(boxes.numpy())
+    a = augment(image, boxes, torch.tensor([0]), torch.Generator().manual_seed(7))
+    b = augment(image, boxes, torch.tensor([0]), torch.Generator().manual_seed(7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 200), st.integers(0, 200), st.integers(8, 56), st.integers(8, 56)),
+        min_size=1,
+        max_size=6,
+    ),
+    st.integers(0, 2**31 - 1),
+)
+def test_random_crop_keeps_at_least_the_minimum_of_every_box(raw, seed):
+    boxes = torch.tensor([[x, y, min(x + w, 256), min(y + h, 256)] for x, y, w, h in raw], dtype=torch.float32)
+    image = tv_tensors.Image(torch.zeros(3, 256, 256, dtype=torch.uint8))
+    bbs = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(256, 256))
+    labels = torch.arange(len(boxes))
+    out_image, out_boxes, out_labels = random_crop_keeping_boxes(
+        image, bbs, labels, 0.3, torch.Generator().manual_seed(seed)
+    )
+    height, width = out_image.shape[-2:]
+    plain = out_boxes.as_subclass(torch.Tensor)
+    assert len(plain) == len(out_labels) >= 1
+    assert (plain[:, 0::2] >= 0).all() and (plain[:, 2] <= width).all() and (plain[:, 3] <= height).all()
+    original = boxes[out_labels]
+    kept_area = (plain[:, 2] - plain[:, 0]) * (plain[:, 3] - plain[:, 1])
+    full_area = (original[:, 2] - original[:, 0]) * (original[:, 3] - original[:, 1])
+    assert (kept_area / full_area >= 0.3 - 1e-6).all()

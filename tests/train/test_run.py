@@ -1,0 +1,143 @@
+"""Training runs end to end: a subprocess trained, cancelled by SIGTERM, resumed and loaded; bad input refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from midog_viewer.cli import main
+from midog_viewer.detect import load_model
+from midog_viewer.train import read_progress
+
+#: Small and quick: 128 px patches, few sampled RoIs, two patches a step, a progress line every step.
+FAST = ["--config", "tiny", "--patch-size", "128", "--rcnn-samples", "32", "--batch-size", "2",
+        "--warmup-steps", "5", "--log-every", "1", "--seed", "1"]
+
+
+def _train_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "midog_viewer", "train", *args]
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("training made no progress in time")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_subprocess_train_cancel_resume_and_load(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        _train_command("--synthetic", "3", "--synthetic-size", "256", "--val-fraction", "0.34",
+                       "--epochs", "3", *FAST, "--out", str(run)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    _wait_for(lambda: any(e["event"] == "step" and e["step"] >= 2 for e in read_progress(run)), process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    events = read_progress(run)
+    assert events[0]["event"] == "start" and events[0]["train_images"] == 2 and events[0]["val_images"] == 1
+    steps = [e for e in events if e["event"] == "step"]
+    assert {"step", "epoch", "losses", "loss", "lr", "eta_s"} <= set(steps[0])
+    assert all(np.isfinite(e["loss"]) for e in steps)
+    cancelled = events[-1]
+    assert cancelled["event"] == "cancelled"
+    assert json.loads((run / "metrics.json").read_text())["status"] == "cancelled"
+    model, info = load_model(run / "last.safetensors")  # the last checkpoint is kept, loadable
+    assert info.provenance["step"] == cancelled["step"] and info.provenance["cancelled"] is True
+
+    result = subprocess.run(
+        _train_command("--resume", str(run), "--out", str(run), "--json"),
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    events = read_progress(run)
+    resumed = events[events.index(cancelled) + 1 :]
+    first_step = next(e for e in resumed if e["event"] == "step")
+    assert first_step["step"] == cancelled["step"] + 1  # continues where it stopped, not from scratch
+    assert resumed[-1]["event"] == "done" and resumed[-1]["step"] == first_step["total_steps"]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "done" and metrics["epochs_done"] == 3
+    assert summary["val_f1"] == metrics["val_f1"] and 0.0 <= metrics["val_f1"] <= 1.0
+    assert sorted(p.name for p in run.glob("epoch_*.safetensors")) == [f"epoch_00{i}.safetensors" for i in (1, 2, 3)]
+
+    model, info = load_model(run / "best.safetensors")
+    assert info.provenance["epoch"] == metrics["best_epoch"]
+    with torch.no_grad():
+        (out,) = model([torch.full((3, 128, 128), 200.0)])
+    assert set(out) == {"boxes", "scores", "labels"}
+
+
+@pytest.mark.slow
+def test_reproduce_the_paper_command_on_a_midog_like_stand_in(midog_dataset, tmp_path, capsys):
+    """`midog-viewer train --coco MIDOG.json --images DIR --split train_val_split.txt --config …`, tiny and short."""
+    run = tmp_path / "run"
+    code = main(["train", "--coco", str(midog_dataset["json"]), "--images", str(midog_dataset["images"]),
+                 "--split", str(midog_dataset["split"]), *FAST, "--epochs", "1", "--out", str(run), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["train_images"], metrics["val_images"]) == (2, 1)  # the split file's sides, by image
+    assert metrics["val_mitoses"] == 2 and metrics["best_epoch"] == 1
+    assert json.loads(captured.out)["val_f1"] == metrics["val_f1"]
+    run_record = json.loads((run / "run.json").read_text())
+    assert run_record["data"]["split"] == str(midog_dataset["split"].resolve())
+    # Loadable by `midog-viewer detect --model`, the way users will use it.
+    out = tmp_path / "detections.json"
+    assert main(["detect", str(midog_dataset["images"] / "004.tiff"), "--model", str(run / "best.safetensors"),
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert "detections" in json.loads(out.read_text())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "tiny"], "no training data"),
+        (["--config", "tiny", "--coco", "missing.json", "--images", "."], "annotation file not found"),
+        (["--config", "tiny", "--synthetic", "1"], "at least 2 are needed"),
+        (["--synthetic", "3"], "name a model configuration"),
+        (["--config", "tiny", "--synthetic", "3", "--init", "junk.safetensors"], "cannot fine-tune from"),
+        (["--config", "tiny", "--resume", "not-a-run"], "not a run folder"),
+        (["--config", "tiny", "--synthetic", "3", "--split", "split.txt"], "--split applies to"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    Path("junk.safetensors").write_bytes(b"not a checkpoint")
+    Path("not-a-run").mkdir()
+    code = main(["train", *args, "--out", "run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and err.startswith("midog-viewer: error:") and message in err
+    assert not Path("run", "progress.jsonl").exists()
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.pt").write_bytes(b"")
+    assert main(["train", "--config", "tiny", "--synthetic", "3", "--out", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused(tmp_path, capsys):
+    assert main(["train", "--config", "tiny", "--synthetic", "3", "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
