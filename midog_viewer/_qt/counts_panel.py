@@ -101,10 +101,10 @@ class CountsPanel(QGroupBox):
         self.import_button.clicked.connect(self.import_requested.emit)
         layout.addWidget(self.import_button)
 
-    def show_counts(self, which: str, counts: SlideCounts | None) -> None:
-        """Fill one row (``view``, ``hpf`` or ``image``); None clears it."""
+    def show_counts(self, which: str, totals: dict[str, int] | None) -> None:
+        """Fill one row (``view``, ``hpf`` or ``image``) from counts by category; None clears it."""
         for name in _COLUMNS:
-            self.cells[(which, name)].setText("–" if counts is None else str(counts.totals[name]))
+            self.cells[(which, name)].setText("–" if totals is None else str(totals[name]))
 
     def show_score(self, counts: SlideCounts | None, reason: str = "") -> None:
         """The mitotic score and hotspot of the whole image, or why there is none."""

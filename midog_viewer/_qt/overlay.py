@@ -20,7 +20,9 @@ from midog_viewer._qt.overlay_model import boxes_to_points
 
 #: Border width as a fraction of the box side: thin enough to see the cell, thick enough to see the colour.
 BORDER_FRACTION = 0.06
-FEATURE_COLUMNS = ("id", "score", "label", "status")
+#: The frame around the selected box: cyan (no status uses it), this much larger than the box.
+SELECTION_COLOUR = "cyan"
+SELECTION_MARGIN = 1.35
 
 
 def empty_features() -> pd.DataFrame:
@@ -48,6 +50,7 @@ class BoxLayer:
         *,
         scale: Sequence[float] = (1.0, 1.0),
         translate: Sequence[float] = (0.0, 0.0),
+        units: Sequence | None = None,
         opacity: float = 1.0,
         visible: bool = True,
     ) -> None:
@@ -61,6 +64,7 @@ class BoxLayer:
             border_width_is_relative=True,
             scale=tuple(scale),
             translate=tuple(translate),
+            units=units,
             opacity=opacity,
             visible=visible,
             features=empty_features(),
@@ -155,11 +159,6 @@ class BoxLayer:
             border[rows] = colours
             layer.border_color = border
 
-    def select(self, object_id: int | None) -> None:
-        """Highlight one object (napari's selection outline), or none."""
-        row = None if object_id is None else self.row_of(object_id)
-        self.layer.selected_data = set() if row is None else {row}
-
 
 @contextlib.contextmanager
 def _quiet(layer: Points):
@@ -212,15 +211,22 @@ class ReviewOverlay:
         *,
         scale: Sequence[float] = (1.0, 1.0),
         translate: Sequence[float] = (0.0, 0.0),
+        units: Sequence | None = None,
     ) -> None:
         self.viewer = viewer
         self.name = name
-        self._placement = {"scale": tuple(scale), "translate": tuple(translate)}
+        self._placement = {"scale": tuple(scale), "translate": tuple(translate), "units": units}
         self.predictions = BoxLayer(viewer, f"{name} detections", **self._placement)
         self.hard_negatives = BoxLayer(
             viewer, f"{name} hard negatives", opacity=0.45, visible=False, **self._placement
         )
         self.ground_truth: BoxLayer | None = None
+        self.selection = Points(
+            np.zeros((0, 2), dtype=np.float32), name=f"{name} selected", symbol="square",
+            face_color="transparent", border_color=SELECTION_COLOUR, border_width=0.08,
+            border_width_is_relative=True, **self._placement,
+        )
+        viewer.add_layer(self.selection)
         viewer.layers.selection.active = self.predictions.layer
 
     def box_layers(self) -> list[BoxLayer]:
@@ -232,7 +238,10 @@ class ReviewOverlay:
         """The white ground-truth layer, made when the first annotations arrive."""
         if self.ground_truth is None:
             self.ground_truth = BoxLayer(self.viewer, f"{self.name} ground truth", **self._placement)
-            self.viewer.layers.selection.active = self.predictions.layer
+            layers = self.viewer.layers
+            # below the predictions, so a yellow box on a white one stays visible
+            layers.move(layers.index(self.ground_truth.layer), layers.index(self.predictions.layer))
+            layers.selection.active = self.predictions.layer
         return self.ground_truth
 
     def layer_of(self, object_id: int) -> BoxLayer | None:
@@ -248,12 +257,18 @@ class ReviewOverlay:
             box_layer.recolour(object_ids, colours, statuses)
 
     def select(self, object_id: int | None) -> None:
-        """Highlight one object in its layer and clear the highlight elsewhere."""
-        for box_layer in self.box_layers():
-            box_layer.select(object_id if box_layer.row_of(object_id or -1) is not None else None)
+        """Frame one object with a cyan square a little larger than its box (napari's own selection
+        outline shows only in the Points select mode, and the reviewer works in pan/zoom)."""
+        box_layer = None if object_id is None else self.layer_of(object_id)
+        if box_layer is None:
+            self.selection.data = np.zeros((0, 2), dtype=np.float32)
+            return
+        centres, sides = boxes_to_points(box_layer.boxes()[box_layer.row_of(object_id)])
+        self.selection.data = centres
+        self.selection.size = sides * SELECTION_MARGIN
 
     def remove(self) -> None:
         """Take the overlay's layers out of the viewer."""
-        for box_layer in self.box_layers():
-            if box_layer.layer in self.viewer.layers:
-                self.viewer.layers.remove(box_layer.layer)
+        for layer in [box_layer.layer for box_layer in self.box_layers()] + [self.selection]:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from midog_viewer._qt.overlay_model import boxes_in_region
 from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE
 from midog_viewer.errors import ReviewStoreError
-from midog_viewer._qt.overlay_model import boxes_in_region
 from midog_viewer.evaluate import precision_recall_f1
 from midog_viewer.review.counts import DEFAULT_HPF_MM2, SlideCounts, count_slide
 from midog_viewer.review.evaluation_view import evaluation_table
@@ -260,6 +260,21 @@ class ReviewSession:
         """``count_slide`` over a region (None: the whole image), with this slide's pixel size."""
         return count_slide(self.store, self.slide_id, hpf_mm2=hpf_mm2, region=region, use_drawn=use_drawn,
                            mpp=self.mpp)
+
+    def pending_count(self, score_threshold: float, region: tuple[float, float, float, float] | None = None) -> int:
+        """Pending mitotic-figure detections at or above the threshold (centre in ``region``): those on screen.
+
+        ``count_slide`` counts every stored candidate as pending; the reviewer sees only those above the
+        slider, so the panel shows this number instead.
+        """
+        t = self.table
+        mask = (
+            (t.kind == DETECTION) & (t.label == MITOTIC_FIGURE) & (t.status == Status.PENDING.value)
+            & (t.score >= score_threshold)
+        )
+        if region is not None:
+            mask &= boxes_in_region(t.boxes, region)
+        return int(mask.sum())
 
     def evaluation(self, score_threshold: float, region: tuple[float, float, float, float] | None = None
                    ) -> tuple[dict, dict[int, str]]:

@@ -18,7 +18,6 @@ import numpy as np
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
-from superqt.utils import thread_worker
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -32,6 +31,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import thread_worker
 
 from midog_viewer._qt.counts_panel import CountsPanel
 from midog_viewer._qt.overlay import ReviewOverlay
@@ -306,10 +306,9 @@ class ReviewWidget(QWidget):
             self.store, slide.path, width=slide.width, height=slide.height, mpp=slide.mpp,
             ground_truth=layer.metadata.get("ground_truth"),
         )
-        scale, translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
-        self.overlay = ReviewOverlay(self.viewer, Path(slide.path).stem, scale=scale, translate=translate)
-        for box_layer in self.overlay.box_layers():
-            self._bind_keys(box_layer.layer)
+        self.overlay = ReviewOverlay(self.viewer, Path(slide.path).stem, **self._placement())
+        for layer in [box_layer.layer for box_layer in self.overlay.box_layers()] + [self.overlay.selection]:
+            self._bind_keys(layer)
         self.rebuild_overlay()
         self._show_fields()
         self.status.setText(f"Reviewing {Path(slide.path).name} ({len(self.session.table)} objects restored).")
@@ -376,7 +375,9 @@ class ReviewWidget(QWidget):
             (self.overlay.hard_negatives, shown & hard_negative),
         )
         if annotation.any():
-            parts += ((self.overlay.ensure_ground_truth(), annotation & shown),)
+            ground_truth = self.overlay.ensure_ground_truth()
+            self._bind_keys(ground_truth.layer)
+            parts += ((ground_truth, annotation & shown),)
         for box_layer, mask in parts:
             box_layer.set_boxes(
                 self.session.keys[mask], t.boxes[mask], np.array([rgba_for(s) for s in statuses[mask]]).reshape(-1, 4),
@@ -400,6 +401,7 @@ class ReviewWidget(QWidget):
 
     def _on_threshold(self, _value: int) -> None:
         self.rebuild_overlay()
+        self.schedule_counts()
 
     # -- detection ------------------------------------------------------------------------------
 
@@ -641,25 +643,32 @@ class ReviewWidget(QWidget):
             self.counts_panel.show_score(None, "(the slide has no pixel size, so HPFs have no size)")
             return
         view = self.visible_region()
-        self.counts_panel.show_counts("view", None if view is None else self.session.counts(view, hpf_mm2))
+        self.counts_panel.show_counts("view", None if view is None else self._totals(view, hpf_mm2))
         hpf = self.current_hpf()
-        self.counts_panel.show_counts("hpf", None if hpf is None else self.session.counts(hpf, hpf_mm2))
-        whole = self.session.counts(None, hpf_mm2, use_drawn=True)
-        self.counts_panel.show_counts("image", whole)
-        self.counts_panel.show_score(whole)
+        self.counts_panel.show_counts("hpf", None if hpf is None else self._totals(hpf, hpf_mm2))
+        self.counts_panel.show_counts("image", self._totals(None, hpf_mm2))
+        # the score uses the HPFs the reviewer marked when there are any, else the hotspot
+        self.counts_panel.show_score(self.session.counts(None, hpf_mm2, use_drawn=True))
         if self.session.has_ground_truth():
             figures, _ = self.session.evaluation(self.score_threshold, view)
             self.counts_panel.show_f1(figures)
         else:
             self.counts_panel.show_f1(None)
 
+    def _totals(self, region, hpf_mm2: float) -> dict[str, int]:
+        """Counts by category in a region, pending limited to the detections above the slider."""
+        counts = self.session.counts(region, hpf_mm2)
+        return {**counts.totals, "pending": self.session.pending_count(self.score_threshold, region)}
+
     def _on_hpf_area(self) -> None:
         if self._grid_layer is not None:
             self.show_hpf_grid(True)
         self.schedule_counts()
 
-    def _shape_placement(self) -> dict:
-        return {"scale": tuple(self.slide_layer.scale[-2:]), "translate": tuple(self.slide_layer.translate[-2:])}
+    def _placement(self) -> dict:
+        """Scale, offset and units of the slide layer, for layers drawn in its level-0 pixels."""
+        layer = self.slide_layer
+        return {"scale": tuple(layer.scale[-2:]), "translate": tuple(layer.translate[-2:]), "units": layer.units[-2:]}
 
     @_reports_errors
     def show_hpf_grid(self, visible: bool) -> None:
@@ -673,7 +682,7 @@ class ReviewWidget(QWidget):
         rectangles = [np.array([[f.y, f.x], [f.y + f.h, f.x + f.w]]) for f in fields]
         self._grid_layer = self.viewer.add_shapes(
             rectangles, shape_type="rectangle", edge_color="cyan", face_color="transparent", edge_width=4,
-            opacity=0.5, name="HPF grid", **self._shape_placement(),
+            opacity=0.5, name="HPF grid", **self._placement(),
         )
         self._keep_boxes_active()
 
@@ -688,7 +697,7 @@ class ReviewWidget(QWidget):
         rectangles = [np.array([[f.y, f.x], [f.y + f.h, f.x + f.w]]) for f in fields]
         self._fields_layer = self.viewer.add_shapes(
             rectangles, shape_type="rectangle", edge_color="magenta", face_color="transparent", edge_width=6,
-            name="marked HPFs", **self._shape_placement(),
+            name="marked HPFs", **self._placement(),
         )
         self._keep_boxes_active()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from dataclasses import dataclass
 
@@ -11,6 +12,11 @@ import pytest
 from midog_viewer.classes import CLASS_NAMES, MITOTIC_FIGURE
 from midog_viewer.detect.detections import Detections
 from midog_viewer.review.store import ReviewStore
+
+# torch's CUDA build imports triton lazily (torchvision ops); triton and Mesa's llvmpipe each bring an LLVM,
+# and importing triton after napari made its OpenGL context crashes the process. Load it before any viewer.
+if importlib.util.find_spec("triton") is not None:
+    importlib.import_module("triton")
 
 
 @pytest.fixture(scope="session")

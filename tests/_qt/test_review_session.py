@@ -83,6 +83,7 @@ def test_counts_follow_decisions_and_evaluation_matches_ground_truth(store, tmp_
     session.decide(keys[0], "accept")
     totals = session.counts().totals
     assert (totals["accepted"], totals["ground_truth"], totals["pending"]) == (1, 2, 1)
+    assert session.pending_count(0.5) == 1 and session.pending_count(0.5, (0, 0, 300, 300)) == 0
     figures, statuses = session.evaluation(score_threshold=0.5)
     assert (figures["tp"], figures["fp"], figures["fn"]) == (1, 1, 1)
     assert (statuses[keys[0]], statuses[keys[1]]) == ("matched", "unmatched")
