@@ -19,7 +19,7 @@ from midog_viewer.detect.checkpoint import ModelInfo, load_model
 from midog_viewer.detect.detections import Detections
 from midog_viewer.detect.model import CascadeRCNN
 from midog_viewer.detect.stain import LIGHT_INTENSITY, MacenkoNormalizer
-from midog_viewer.detect.tiling import Region, merge_detections, plan_tiles
+from midog_viewer.detect.tiling import Region, keep_centres_in, merge_detections, plan_tiles, tile_cores
 from midog_viewer.errors import ModelError, SlideError
 
 DEMO_MODEL_PATH = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo-tiny.safetensors"
@@ -226,6 +226,7 @@ class Detector:
         """Yield one :class:`DetectionProgress` per batch of tiles; stop early when ``cancel`` is set."""
         region = clip_region(slide, region)
         tiles = plan_tiles(region, self.tile_size, self.overlap)
+        cores = tile_cores(tiles, region)
         already_read: dict[int, np.ndarray] = {}
         od_matrix = self._fit_stains(slide, tiles, already_read) if self.stain_normalize else None
         parts: list[Detections] = []
@@ -239,11 +240,12 @@ class Detector:
                 for i, tile in enumerate(batch)
             ]
             found = self._run_batch(images, od_matrix)
+            in_slide = [
+                keep_centres_in(d.translated(tile[0], tile[1]), core)
+                for d, tile, core in zip(found, batch, cores[done : done + len(batch)])
+            ]
             batch_detections = merge_detections(
-                Detections.concatenate(
-                    [d.translated(tile[0], tile[1]) for d, tile in zip(found, batch)], self.class_names
-                ).filter_score(self.score_thr),
-                self.nms_iou,
+                Detections.concatenate(in_slide, self.class_names).filter_score(self.score_thr), self.nms_iou
             )
             parts.append(batch_detections)
             done += len(batch)

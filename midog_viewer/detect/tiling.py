@@ -36,6 +36,35 @@ def plan_tiles(region: Region, tile_size: int = 512, overlap: int = 64) -> list[
     ]
 
 
+def _axis_cores(starts: list[int], size: int, begin: int, end: int) -> dict[int, tuple[float, float]]:
+    """Split [begin, end) at the middle of each overlap: start → (low, high) of the part that tile owns."""
+    bounds = [float(begin)] + [(s + prev + size) / 2.0 for prev, s in zip(starts, starts[1:])] + [float("inf")]
+    return {s: (bounds[i], bounds[i + 1]) for i, s in enumerate(starts)}
+
+
+def tile_cores(tiles: list[Region], region: Region) -> list[tuple[float, float, float, float]]:
+    """The part of the region each tile owns (x0, y0, x1, y1; x1/y1 exclusive): overlaps are cut in the middle.
+
+    Keeping only the detections whose centre lies in their tile's core drops the truncated copy of an object
+    cut by a tile border, which NMS alone would keep when the two copies overlap less than the IoU threshold.
+    With 64 px of overlap, every object up to 64 px wide is whole in the tile that owns its centre.
+    """
+    x, y, width, height = region
+    xs = sorted({t[0] for t in tiles})
+    ys = sorted({t[1] for t in tiles})
+    x_cores = _axis_cores(xs, tiles[0][2], x, x + width)
+    y_cores = _axis_cores(ys, tiles[0][3], y, y + height)
+    return [(x_cores[tx][0], y_cores[ty][0], x_cores[tx][1], y_cores[ty][1]) for tx, ty, _, _ in tiles]
+
+
+def keep_centres_in(detections: Detections, core: tuple[float, float, float, float]) -> Detections:
+    """The detections whose box centre lies in ``core`` (x0, y0, x1, y1; lower bounds inclusive)."""
+    x0, y0, x1, y1 = core
+    cx = (detections.boxes[:, 0] + detections.boxes[:, 2]) / 2
+    cy = (detections.boxes[:, 1] + detections.boxes[:, 3]) / 2
+    return detections.select((cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1))
+
+
 def merge_detections(detections: Detections, iou_threshold: float = 0.5) -> Detections:
     """Suppress duplicates (IoU > threshold, same class), e.g. one mitosis seen by two tiles; sorted by score."""
     if len(detections) == 0:

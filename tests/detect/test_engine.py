@@ -58,6 +58,14 @@ def test_a_mitosis_on_a_tile_seam_is_reported_once(blob_detector):
     assert result.label_names() == ["mitotic figure"]
 
 
+def test_a_mitosis_cut_by_a_tile_border_is_reported_once_and_whole(blob_detector):
+    # Tile 0 spans x 0..512 and sees only x 490..512 of the blob; tile 1 (x 448..960) sees all of it.
+    # The two copies overlap with IoU 0.44, below NMS's 0.5: the tile cores keep just the whole one.
+    slide = _slide_with_blob(960, 400, 490, 100, size=50)
+    result = blob_detector.detect(slide)
+    assert result.boxes.tolist() == [[490, 100, 540, 150]]
+
+
 def test_regions_at_the_slide_edge_and_smaller_than_a_tile(blob_detector):
     slide = _slide_with_blob(700, 600, 660, 560)  # the blob touches the bottom-right corner
     result = blob_detector.detect(slide, region=(600, 500, 300, 300))  # reaches past the slide: clipped

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from midog_viewer.detect.detections import Detections
-from midog_viewer.detect.tiling import merge_detections, plan_tiles
+from midog_viewer.detect.tiling import keep_centres_in, merge_detections, plan_tiles, tile_cores
 
 
 def _covered(tiles, region):
@@ -66,3 +66,26 @@ def test_detections_helpers():
     assert len(Detections.concatenate([])) == 0
     with pytest.raises(ValueError):
         Detections([[0, 0, 1, 1]], [0.5, 0.6], [0])
+
+
+def test_tile_cores_partition_the_region():
+    region = (10, 20, 1500, 700)
+    tiles = plan_tiles(region, 512, 64)
+    cores = tile_cores(tiles, region)
+    owners = np.zeros((700, 1500), int)
+    for x0, y0, x1, y1 in cores:
+        xs = np.arange(10, 1510)
+        ys = np.arange(20, 720)
+        owners[np.ix_((ys >= y0) & (ys < y1), (xs >= x0) & (xs < x1))] += 1
+    assert (owners == 1).all()
+    for (tx, ty, tw, th), (x0, y0, x1, y1) in zip(tiles, cores):
+        # every core keeps at least 32 px (half the overlap) away from interior tile borders
+        assert x0 >= tx and (x1 == float("inf") or x1 <= tx + tw - 32)
+        assert y0 >= ty and (y1 == float("inf") or y1 <= ty + th - 32)
+
+
+def test_keep_centres_in_core():
+    detections = Detections([[0, 0, 10, 10], [460, 0, 490, 10]], [0.9, 0.8], [0, 0])  # centres x 5 and 475
+    assert len(keep_centres_in(detections, (0, 0, 480, float("inf")))) == 2
+    assert keep_centres_in(detections, (480, 0, float("inf"), float("inf"))).boxes.tolist() == []
+    assert keep_centres_in(detections, (0, 0, 480, 5)).boxes.tolist() == []
