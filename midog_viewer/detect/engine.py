@@ -19,7 +19,15 @@ from midog_viewer.detect.checkpoint import ModelInfo, load_model
 from midog_viewer.detect.detections import Detections
 from midog_viewer.detect.model import CascadeRCNN
 from midog_viewer.detect.stain import LIGHT_INTENSITY, MacenkoNormalizer
-from midog_viewer.detect.tiling import Region, keep_centres_in, merge_detections, plan_tiles, tile_cores
+from midog_viewer.detect.tiling import (
+    Region,
+    drop_duplicates_of,
+    keep_centres_in,
+    merge_detections,
+    plan_tiles,
+    sort_by_score,
+    tile_cores,
+)
 from midog_viewer.errors import ModelError, SlideError
 
 DEMO_MODEL_PATH = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo-tiny.safetensors"
@@ -44,11 +52,12 @@ class SlideLike(Protocol):
 
 @dataclass
 class DetectionProgress:
-    """One finished batch: ``done`` of ``total`` tiles, this batch's ``detections`` and all ``merged`` so far.
+    """One finished batch: ``done`` of ``total`` tiles, this batch's new ``detections`` and all ``merged`` so far.
 
-    ``detections`` are the batch's new boxes (duplicates inside the batch removed); ``merged`` is the result
-    over every tile done so far, seams merged, score-filtered: what :meth:`Detector.detect` would return if
-    the run stopped here.
+    Merge-safe: ``detections`` never duplicate those of earlier batches (seams inside the batch are merged by
+    NMS, and boxes that repeat an earlier batch's are dropped), so a viewer can simply add each batch.
+    ``merged`` is every batch's ``detections`` together, by descending score: what :meth:`Detector.detect`
+    returns once all batches are done.
     """
 
     done: int
@@ -229,7 +238,7 @@ class Detector:
         cores = tile_cores(tiles, region)
         already_read: dict[int, np.ndarray] = {}
         od_matrix = self._fit_stains(slide, tiles, already_read) if self.stain_normalize else None
-        parts: list[Detections] = []
+        emitted = Detections(class_names=self.class_names)
         done = 0
         while done < len(tiles):
             if cancel is not None and cancel.is_set():
@@ -244,13 +253,13 @@ class Detector:
                 keep_centres_in(d.translated(tile[0], tile[1]), core)
                 for d, tile, core in zip(found, batch, cores[done : done + len(batch)])
             ]
-            batch_detections = merge_detections(
+            candidates = merge_detections(
                 Detections.concatenate(in_slide, self.class_names).filter_score(self.score_thr), self.nms_iou
             )
-            parts.append(batch_detections)
+            new = drop_duplicates_of(candidates, emitted, self.nms_iou)
+            emitted = sort_by_score(emitted + new)
             done += len(batch)
-            merged = merge_detections(Detections.concatenate(parts, self.class_names), self.nms_iou)
-            yield DetectionProgress(done, len(tiles), batch_detections, merged)
+            yield DetectionProgress(done, len(tiles), new, emitted)
 
     def _fit_stains(
         self, slide: SlideLike, tiles: list[Region], already_read: dict[int, np.ndarray]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from torchvision.ops import box_iou
 
 from midog_viewer.detect.detections import Detections
 from midog_viewer.detect.nms import batched_nms
@@ -76,3 +78,20 @@ def merge_detections(detections: Detections, iou_threshold: float = 0.5) -> Dete
         iou_threshold,
     )
     return detections.select(keep.numpy())
+
+
+def drop_duplicates_of(new: Detections, earlier: Detections, iou_threshold: float = 0.5) -> Detections:
+    """``new`` without the detections that duplicate one of ``earlier`` (same class, IoU > threshold).
+
+    Used between batches: what was already handed out is never taken back, so later batches defer to it.
+    """
+    if len(new) == 0 or len(earlier) == 0:
+        return new
+    overlaps = box_iou(torch.from_numpy(new.boxes), torch.from_numpy(earlier.boxes)).numpy()
+    overlaps[new.labels[:, None] != earlier.labels[None, :]] = 0.0
+    return new.select(overlaps.max(axis=1) <= iou_threshold)
+
+
+def sort_by_score(detections: Detections) -> Detections:
+    """Highest score first (stable)."""
+    return detections.select(np.argsort(-detections.scores, kind="stable"))

@@ -95,6 +95,8 @@ def test_progress_per_batch_and_cancel(blob_detector):
     assert all(p.total == 6 for p in progress)
     assert isinstance(progress[0].detections, Detections)
     assert len(progress[-1].merged) == 1
+    # merge-safe: the batches' detections added together are the final result
+    assert len(Detections.concatenate([p.detections for p in progress])) == 1
     cancel = threading.Event()
     seen = []
     for item in blob_detector.iter_detect(slide, cancel=cancel):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from midog_viewer.detect.detections import Detections
-from midog_viewer.detect.tiling import keep_centres_in, merge_detections, plan_tiles, tile_cores
+from midog_viewer.detect.tiling import (
+    drop_duplicates_of,
+    keep_centres_in,
+    merge_detections,
+    plan_tiles,
+    sort_by_score,
+    tile_cores,
+)
 
 
 def _covered(tiles, region):
@@ -89,3 +96,12 @@ def test_keep_centres_in_core():
     assert len(keep_centres_in(detections, (0, 0, 480, float("inf")))) == 2
     assert keep_centres_in(detections, (480, 0, float("inf"), float("inf"))).boxes.tolist() == []
     assert keep_centres_in(detections, (0, 0, 480, 5)).boxes.tolist() == []
+
+
+def test_later_batches_defer_to_earlier_ones():
+    earlier = Detections([[100, 100, 150, 150]], [0.6], [0])
+    new = Detections([[102, 101, 152, 151], [102, 101, 152, 151], [400, 400, 450, 450]], [0.9, 0.8, 0.7], [0, 1, 0])
+    kept = drop_duplicates_of(new, earlier, 0.5)
+    assert kept.scores.tolist() == pytest.approx([0.8, 0.7])  # the same-class duplicate goes, the other class stays
+    assert len(drop_duplicates_of(new, Detections(), 0.5)) == 3
+    assert sort_by_score(new + earlier).scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
