@@ -106,7 +106,7 @@ def test_open_viewer_with_paths_and_with_none(qtbot, ome_pyramid, sample_cache):
             slides = [layer for layer in viewer.layers if "slide" in layer.metadata]
             assert [layer.name for layer in slides] == [name]
             assert slides[0].multiscale
-            assert viewer.scale_bar.visible
+            assert viewer.canvas.overlays.scale_bar.visible
             assert (f"{REVIEW_WIDGET} (midog-viewer)" in viewer.window.dock_widgets) == review_dock_installed
         finally:
             viewer.close()

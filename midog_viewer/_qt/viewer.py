@@ -35,7 +35,7 @@ def open_viewer(paths: Sequence[str] | None, show: bool = True) -> napari.Viewer
             viewer.open(str(path), plugin="midog-viewer")
     else:
         viewer.open_sample("midog-viewer", "synthetic-hpf")
-    viewer.scale_bar.visible = True
+    viewer.canvas.overlays.scale_bar.visible = True
     if importlib.util.find_spec("midog_viewer._qt.review_widget") is not None:
         viewer.window.add_plugin_dock_widget("midog-viewer", REVIEW_WIDGET)
     return viewer

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from midog_viewer.io.levels import BLOCK, DownsampledLevel, RGBAdapter, RegionLevel, add_overview_levels
+from midog_viewer.io.levels import BLOCK, DownsampledLevel, RGBAdapter, RegionLevel, add_overview_levels, halve
 
 
 class CountingArray:
-    """An (H, W, 3) array that records every region read from it."""
+    """An (H, W, 3) array that records every region read from it (optionally announcing its chunks)."""
 
-    def __init__(self, data: np.ndarray) -> None:
+    def __init__(self, data: np.ndarray, chunks: tuple[int, int, int] | None = None) -> None:
         self.data, self.shape, self.reads = data, data.shape, []
+        if chunks:
+            self.chunks = chunks
 
     def __getitem__(self, key):
         self.reads.append(key)
@@ -49,6 +51,14 @@ def test_bad_indices_raise_index_error(image):
             level[key]
 
 
+@pytest.mark.parametrize("height, width", [(4, 6), (5, 7), (1, 1), (1, 4), (3, 1), (6, 9)])
+def test_halve_rounds_the_mean_and_repeats_an_odd_edge(height, width):
+    src = np.random.default_rng(height * 10 + width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    padded = np.pad(src, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge").astype(np.int64)
+    sums = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2, 3).sum(axis=(1, 3))
+    assert np.array_equal(halve(src), (sums + 2) // 4)
+
+
 def test_downsampled_level_is_a_2x_area_mean(image):
     level = DownsampledLevel(image)
     assert level.shape == (751, 1151, 3)
@@ -65,6 +75,28 @@ def test_downsampled_level_reads_only_the_blocks_it_needs(image):
     assert source.reads == [(slice(0, 2 * BLOCK), slice(0, 2 * BLOCK))]
     level[30:40, 30:40]  # same block: served from the cache
     assert len(source.reads) == 1
+
+
+def test_over_strips_each_source_row_is_read_once(image):
+    """Full-width strips (16 rows): blocks are full-width bands, so no strip is decoded twice."""
+    source = CountingArray(image, chunks=(16, image.shape[1], 3))
+    level = DownsampledLevel(source)
+    assert level.chunks[1] == level.shape[1] and level.chunks[0] % 8 == 0
+    whole = level[:, :]
+    rows = [key[0] for key in source.reads]
+    assert all(key[1] == slice(0, image.shape[1]) for key in source.reads)
+    assert [r.start for r in rows] == sorted(r.start for r in rows)
+    assert all(a.stop == b.start for a, b in zip(rows, rows[1:])) and rows[-1].stop == image.shape[0]
+    assert all(r.start % 16 == 0 for r in rows)
+    assert np.array_equal(whole, DownsampledLevel(image)[:, :])
+
+
+def test_over_tiles_blocks_align_to_them(image):
+    source = CountingArray(image, chunks=(240, 240, 3))
+    level = DownsampledLevel(source)
+    assert level.chunks == (480, 480, 3)  # 960 source pixels: four 240-px tiles, none split
+    level[:, :]
+    assert all(key[0].start % 240 == 0 and key[1].start % 240 == 0 for key in source.reads)
 
 
 def test_downsampled_cache_is_bounded(image):
