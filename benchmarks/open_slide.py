@@ -17,6 +17,8 @@ never in memory), tiled from the synthetic H&E sample. Each slide is then measur
   and their ratio;
 * ``fov_changes``: three field-of-view changes to level 0 (1 screen px per level-0 px) at three places:
   time to the rendered frame, the tifffile baseline for the same level-0 region, and the ratio;
+* ``first_frame_add_image_s``: the same through ``open_slide`` + ``viewer.add_image`` (no plugin lookup,
+  no progress bar), as a widget switching slides would add one;
 * ``napari_floor_s``: napari adding and drawing the same pixels from a numpy array (no reading at all);
 * ``peak_rss_mb``: peak resident memory of the process up to the last field-of-view change (taken
   before the baselines read the pixels again); ``rss_viewer_only_mb``: the same before the slide.
@@ -39,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from midog_viewer._napari import slide_layer_data
+from midog_viewer.io import open_slide
 from midog_viewer.synthetic import cache_dir, make_hpf
 
 TILE = 256
@@ -193,6 +197,16 @@ def measure(name: str, path: Path) -> dict:
     slide = layer.metadata["slide"]
     shown = [(int(layer.data_level), layer.corner_pixels.copy())]
 
+    # The same without viewer.open's plugin machinery and progress bar: open_slide + add_image + draw
+    # (how a widget that switches slides would add one).
+    viewer.layers.clear()
+    _render(viewer)
+    start = time.perf_counter()
+    data, kwargs, _ = slide_layer_data(open_slide(path))
+    layer = viewer.add_image(data, **kwargs)
+    _render(viewer)
+    first_frame_add_image = time.perf_counter() - start
+
     fov_seconds = []
     camera = viewer.scene.camera
     for fx, fy in PLACES:
@@ -234,6 +248,7 @@ def measure(name: str, path: Path) -> dict:
         "first_frame_baseline_s": round(first_baseline, 4),
         "first_frame_ratio": round(first_frame / first_baseline, 2),
         "first_frame_shows_tissue": bool(frame[..., :3].mean() < 240),
+        "first_frame_add_image_s": round(first_frame_add_image, 4),
         "napari_floor_s": round(floor, 4),
         "fov_changes": fov,
         "fov_change_max_s": round(max(fov_seconds), 4),
