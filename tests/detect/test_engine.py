@@ -166,3 +166,29 @@ def test_detector_from_a_model_in_memory(tiny_model):
     assert detector.info.format == "in-memory" and detector.class_names == ("mitotic figure", "hard negative")
     pixels = np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     assert isinstance(detector.detect(StandInSlide(pixels)), Detections)
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Stands in for a network on a small GPU: batches larger than ``limit`` run out of memory."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.inner = DarkBlobModel()
+
+    def forward(self, images):
+        if len(images) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (stand-in)")
+        return self.inner(images)
+
+
+def test_out_of_memory_retries_with_smaller_batches_then_gives_up(blob_detector):
+    slide = _slide_with_blob(1400, 900, 460, 100)
+    blob_detector.batch_size = 4
+    blob_detector.model = OutOfMemoryAbove(limit=1)
+    assert len(blob_detector.detect(slide)) == 1
+    assert blob_detector.batch_size == 1
+    assert all(len(call) == 1 for call in blob_detector.model.inner.calls)
+    blob_detector.model = OutOfMemoryAbove(limit=0)
+    with pytest.raises(ModelError, match="out of memory .* even with one tile"):
+        blob_detector.detect(slide)
