@@ -134,6 +134,7 @@ def _check_complete(path: Path, page: tifffile.TiffPage) -> None:
 
 
 def _level_array(tif: tifffile.TiffFile, level: int, axes: str) -> Any:
+    """Level ``level`` of the first series as a lazy (H, W, 3) uint8 array (zarr itself when already RGB)."""
     array = zarr.open(tif.series[0].aszarr(level=level), mode="r")
     if axes == "YXS" and array.shape[-1] == 3 and array.ndim == 3:
         return array
@@ -150,6 +151,7 @@ class _Squeezed:
         self._array = array
         self._lead = (0,) * (array.ndim - len(shape))
         self.shape = shape
+        self.chunks = tuple(array.chunks[len(self._lead) :])
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)

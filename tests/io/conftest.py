@@ -74,7 +74,9 @@ def layouts(tmp_path_factory: pytest.TempPathFactory, pixels: np.ndarray) -> dic
         "png": tmp_path / "image.png",
         "png_rgba": tmp_path / "rgba.png",
         "jpeg": tmp_path / "image.jpg",
+        "single_plane_stack": tmp_path / "one_plane.tif",
     }
+    tifffile.imwrite(files["single_plane_stack"], rgba[None], photometric="rgb", extrasamples=["unassalpha"], tile=(64, 64))
     tifffile.imwrite(files["tiled"], pixels, photometric="rgb", tile=(128, 128), compression="zlib", metadata=None)
     tifffile.imwrite(files["rgba"], rgba, photometric="rgb", extrasamples=["unassalpha"], metadata=None)
     tifffile.imwrite(files["planar"], np.moveaxis(pixels, 2, 0), photometric="rgb", planarconfig="separate", metadata=None)

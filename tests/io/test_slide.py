@@ -21,8 +21,9 @@ EXPECTED = {
     "png": ("png", 0.25, None, [800]),
     "png_rgba": ("png", None, None, [800]),
     "jpeg": ("jpeg", None, None, [800]),
+    "single_plane_stack": ("tiff", None, (64, 64), [800]),  # axes QYXS with Q = 1, RGBA
 }
-LOSSLESS = ("ome", "pages", "strip", "tiled", "rgba", "planar", "png", "png_rgba")
+LOSSLESS = ("ome", "pages", "strip", "tiled", "rgba", "planar", "png", "png_rgba", "single_plane_stack")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
