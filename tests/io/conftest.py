@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,53 @@ def write_strip_tiff(path: Path, image: np.ndarray, dpi: float | None = None) ->
     return path
 
 
+def write_ndpi_like(path: Path, levels: list[np.ndarray], mpp: float, magnification: float = 40.0) -> Path:
+    """A minimal Hamamatsu NDPI (tifffile cannot write one): classic 12-byte IFD entries but 8-byte IFD
+    offsets, each IFD followed by the entries' high 32 offset bits; Make plus the NDPI FileFormat (65420)
+    and Magnification (65421) tags; one uncompressed RGB strip per pyramid level; resolution in cm."""
+    out = bytearray(b"II*\x00" + bytes(8))
+    pointer = 4
+    for k, image in enumerate(levels):
+        height, width = image.shape[:2]
+
+        def blob(data: bytes) -> int:
+            offset = len(out)
+            out.extend(data + b"\x00" * (len(data) % 2))
+            return offset
+
+        pixels = blob(image.tobytes())
+        per_cm = 1e4 / (mpp * 2**k)
+        resolution = blob(struct.pack("<2I", round(per_cm * 1000), 1000))
+        make = b"Hamamatsu\x00"
+        entries = sorted([  # (code, TIFF type, count, 4-byte value or offset)
+            (256, 4, 1, struct.pack("<I", width)),
+            (257, 4, 1, struct.pack("<I", height)),
+            (258, 3, 3, struct.pack("<I", blob(struct.pack("<3H", 8, 8, 8)))),
+            (259, 3, 1, struct.pack("<H2x", 1)),
+            (262, 3, 1, struct.pack("<H2x", 2)),
+            (271, 2, len(make), struct.pack("<I", blob(make))),
+            (273, 4, 1, struct.pack("<I", pixels)),
+            (277, 3, 1, struct.pack("<H2x", 3)),
+            (278, 4, 1, struct.pack("<I", height)),
+            (279, 4, 1, struct.pack("<I", image.nbytes)),
+            (282, 5, 1, struct.pack("<I", resolution)),
+            (283, 5, 1, struct.pack("<I", resolution)),
+            (284, 3, 1, struct.pack("<H2x", 1)),
+            (296, 3, 1, struct.pack("<H2x", 3)),
+            (65420, 4, 1, struct.pack("<I", 1)),
+            (65421, 11, 1, struct.pack("<f", magnification / 2**k)),
+        ])
+        ifd = len(out)
+        struct.pack_into("<Q", out, pointer, ifd)
+        out += struct.pack("<H", len(entries))
+        for code, kind, count, value in entries:
+            out += struct.pack("<HHI", code, kind, count) + value
+        pointer = len(out)
+        out += bytes(8) + bytes(4 * len(entries))
+    Path(path).write_bytes(bytes(out))
+    return Path(path)
+
+
 @pytest.fixture(scope="session")
 def strip_tiff_writer():
     """:func:`write_strip_tiff`, for tests that need a strip TIFF with particular resolution tags."""
@@ -75,6 +123,7 @@ def layouts(tmp_path_factory: pytest.TempPathFactory, pixels: np.ndarray) -> dic
         "png_rgba": tmp_path / "rgba.png",
         "jpeg": tmp_path / "image.jpg",
         "single_plane_stack": tmp_path / "one_plane.tif",
+        "ndpi": write_ndpi_like(tmp_path / "slide.ndpi", [pixels, pixels[::2, ::2], pixels[::4, ::4]], mpp=0.23),
     }
     tifffile.imwrite(files["single_plane_stack"], rgba[None], photometric="rgb", extrasamples=["unassalpha"], tile=(64, 64))
     tifffile.imwrite(files["tiled"], pixels, photometric="rgb", tile=(128, 128), compression="zlib", metadata=None)

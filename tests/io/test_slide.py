@@ -22,8 +22,9 @@ EXPECTED = {
     "png_rgba": ("png", None, None, [800]),
     "jpeg": ("jpeg", None, None, [800]),
     "single_plane_stack": ("tiff", None, (64, 64), [800]),  # axes QYXS with Q = 1, RGBA
+    "ndpi": ("hamamatsu-ndpi", 0.23, None, [800, 400, 200]),
 }
-LOSSLESS = ("ome", "pages", "strip", "tiled", "rgba", "planar", "png", "png_rgba", "single_plane_stack")
+LOSSLESS = ("ome", "pages", "strip", "tiled", "rgba", "planar", "png", "png_rgba", "single_plane_stack", "ndpi")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
