@@ -141,3 +141,28 @@ def test_an_existing_run_is_not_overwritten(tmp_path, capsys):
 def test_cuda_without_a_gpu_is_refused(tmp_path, capsys):
     assert main(["train", "--config", "tiny", "--synthetic", "3", "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fine_tunes_an_imported_mmdet_checkpoint(shared_data, tmp_path, capsys):
+    """`--init` takes any loadable checkpoint, an mmdet `.pth` included; it is also the baseline compared with."""
+    mmdet_checkpoint = shared_data / "mmdet_reference" / "cascade_r18_tiny.pth"
+    run = tmp_path / "run"
+    fast = [a for a in FAST if a not in ("--config", "tiny")]
+    code = main(["train", "--init", str(mmdet_checkpoint), "--synthetic", "3", "--synthetic-size", "256",
+                 "--val-fraction", "0.34", *fast, "--epochs", "1", "--out", str(run), "--json"])
+    assert code == 0, capsys.readouterr().err
+    events = read_progress(run)
+    assert events[0]["event"] == "baseline" and 0.0 <= events[0]["val_f1"] <= 1.0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["baseline_f1"] == events[0]["val_f1"]
+    model, info = load_model(run / "best.safetensors")
+    assert info.format == "midog-safetensors" and info.config.backbone == "resnet18"
+    assert info.config.fpn_channels == 64  # the mmdet checkpoint's architecture, not a preset's
+
+
+def test_a_checkpoint_of_another_architecture_than_config_is_refused(shared_data, tmp_path, capsys):
+    mmdet_checkpoint = shared_data / "mmdet_reference" / "cascade_r18_tiny.pth"
+    code = main(["train", "--init", str(mmdet_checkpoint), "--config", "r50", "--synthetic", "3",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "does not match the checkpoint" in capsys.readouterr().err
