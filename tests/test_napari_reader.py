@@ -59,6 +59,14 @@ def test_reader_gives_one_lazy_multiscale_layer_in_micrometres(ome_pyramid):
     assert get_reader([str(ome_pyramid)]) is not None
 
 
+def test_reader_on_the_real_svs_and_its_dicom_folder(shared_data):
+    for path in ("CMU-1-Small-Region.svs", "CMU-1-Small-Region-dicom"):
+        reader = get_reader(str(shared_data / "slides" / path))
+        [(data, kwargs, _)] = reader(path)
+        assert data[0].shape == (2967, 2220, 3) and kwargs["scale"] == (0.499, 0.499)
+        kwargs["metadata"]["slide"].close()
+
+
 def test_layer_without_pixel_size_has_no_scale(tmp_path):
     tifffile.imwrite(tmp_path / "plain.tif", np.zeros((64, 64, 3), np.uint8), photometric="rgb", metadata=None)
     with open_slide(tmp_path / "plain.tif") as slide:

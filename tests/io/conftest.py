@@ -1,4 +1,4 @@
-"""Small synthetic slides of every layout the slide layer reads, written with tifffile/Pillow into tmp dirs."""
+"""Small synthetic slides of every layout the slide layer reads, written with tifffile, Pillow or (NDPI) by hand."""
 
 from __future__ import annotations
 
