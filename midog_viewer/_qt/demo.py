@@ -48,7 +48,7 @@ def run_demo(screenshot: str | Path | None, db: str | Path | None = None) -> int
             widget.decide(action)
             decided += 1
     viewer.reset_view()
-    widget.update_counts()
+    widget.update_counts(wait=True)
     QApplication.processEvents()
     found = len(widget.overlay.predictions)
     print(f"demo: {found} detections drawn, {decided} decided, reviews in {database}")

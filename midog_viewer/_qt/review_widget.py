@@ -11,6 +11,7 @@ A thin skin: detection is :class:`~midog_viewer.detect.engine.Detector` run in a
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from pathlib import Path
 
@@ -64,6 +65,18 @@ def rgba_for(status: str) -> tuple[float, float, float, float]:
     return _HIDDEN if status == Status.DELETED.value else _RGBA[colour_for(status)]
 
 
+def keep_triton_out() -> None:
+    """Make ``import triton`` fail (ImportError) unless it was loaded before napari's OpenGL context.
+
+    torch's CUDA build imports triton lazily (torchvision ops); triton and Mesa's llvmpipe each bring an
+    LLVM, and loading triton after the GL context exists crashes the process (``_qt/viewer.py`` loads it
+    first on the command-line path). When the dock is opened from a napari started some other way it is
+    too late for that, so torch carries on without triton, which eager inference does not need.
+    """
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None
+
+
 def _reports_errors(method):
     """Turn bad input (:class:`MidogError`) in a handler into one napari notification."""
 
@@ -76,6 +89,24 @@ def _reports_errors(method):
             return None
 
     return wrapper
+
+
+def _figures(session: ReviewSession, view, hpf, hpf_mm2: float, threshold: float) -> dict:
+    """Everything the counts panel shows, computed from the store (runs in a worker thread)."""
+
+    def totals(region):
+        counts = session.counts(region, hpf_mm2)
+        return {**counts.totals, "pending": session.pending_count(threshold, region)}
+
+    return {
+        "session": session,
+        "view": None if view is None else totals(view),
+        "hpf": None if hpf is None else totals(hpf),
+        "image": totals(None),
+        # the score uses the HPFs the reviewer marked when there are any, else the hotspot
+        "score": session.counts(None, hpf_mm2, use_drawn=True),
+        "f1": session.evaluation(threshold, view)[0] if session.has_ground_truth() else None,
+    }
 
 
 class DetectionFailed(Exception):
@@ -116,6 +147,8 @@ class ReviewWidget(QWidget):
         self._run_id: int | None = None
         self._grid_layer: Shapes | None = None
         self._fields_layer: Shapes | None = None
+        self._counts_worker = None
+        self._counts_stale = False
         self._build_ui()
         self.setAcceptDrops(True)
 
@@ -245,6 +278,7 @@ class ReviewWidget(QWidget):
 
     @_reports_errors
     def _load_model(self, path: str | None, mmdet_config: str | None) -> None:
+        keep_triton_out()
         from midog_viewer.detect.engine import Detector
 
         self.detector = Detector(path, score_thr=DETECTION_FLOOR, mmdet_config=mmdet_config)
@@ -632,33 +666,46 @@ class ReviewWidget(QWidget):
         cx, cy = view[0] + view[2] / 2, view[1] + view[3] / 2
         return (cx - w / 2, cy - h / 2, w, h)
 
-    def update_counts(self) -> None:
-        """Recompute the counts rows, the mitotic score and the live F1 (on a timer after changes)."""
+    def update_counts(self, wait: bool = False) -> None:
+        """Recompute the counts rows, the mitotic score and the live F1 (on a timer after changes).
+
+        The figures are read from the store in a worker thread (counting 100,000 objects takes a second),
+        so the keys stay instant; ``wait=True`` computes them in the calling thread.
+        """
         if self.session is None:
             return
-        hpf_mm2 = self.counts_panel.hpf_area.value()
         if not self.session.mpp:
             for row in ("view", "hpf", "image"):
                 self.counts_panel.show_counts(row, None)
             self.counts_panel.show_score(None, "(the slide has no pixel size, so HPFs have no size)")
             return
-        view = self.visible_region()
-        self.counts_panel.show_counts("view", None if view is None else self._totals(view, hpf_mm2))
-        hpf = self.current_hpf()
-        self.counts_panel.show_counts("hpf", None if hpf is None else self._totals(hpf, hpf_mm2))
-        self.counts_panel.show_counts("image", self._totals(None, hpf_mm2))
-        # the score uses the HPFs the reviewer marked when there are any, else the hotspot
-        self.counts_panel.show_score(self.session.counts(None, hpf_mm2, use_drawn=True))
-        if self.session.has_ground_truth():
-            figures, _ = self.session.evaluation(self.score_threshold, view)
-            self.counts_panel.show_f1(figures)
-        else:
-            self.counts_panel.show_f1(None)
+        if self._counts_worker is not None:  # one at a time; count again when it is done
+            self._counts_stale = True
+            return
+        request = (self.session, self.visible_region(), self.current_hpf(), self.counts_panel.hpf_area.value(),
+                   self.score_threshold)
+        if wait:
+            self._show_figures(_figures(*request))
+            return
+        self._counts_stale = False
+        self._counts_worker = thread_worker(_figures, start_thread=False, ignore_errors=True)(*request)
+        self._counts_worker.returned.connect(self._show_figures)
+        self._counts_worker.errored.connect(lambda exc: show_error(str(exc)))
+        self._counts_worker.finished.connect(self._counts_done)
+        self._counts_worker.start()
 
-    def _totals(self, region, hpf_mm2: float) -> dict[str, int]:
-        """Counts by category in a region, pending limited to the detections above the slider."""
-        counts = self.session.counts(region, hpf_mm2)
-        return {**counts.totals, "pending": self.session.pending_count(self.score_threshold, region)}
+    def _counts_done(self) -> None:
+        self._counts_worker = None
+        if self._counts_stale:
+            self.schedule_counts()
+
+    def _show_figures(self, figures: dict) -> None:
+        if figures["session"] is not self.session:  # the slide changed while counting
+            return
+        for row in ("view", "hpf", "image"):
+            self.counts_panel.show_counts(row, figures[row])
+        self.counts_panel.show_score(figures["score"])
+        self.counts_panel.show_f1(figures["f1"])
 
     def _on_hpf_area(self) -> None:
         if self._grid_layer is not None:

@@ -114,7 +114,7 @@ def test_a_mitosis_found_again_by_a_later_batch_is_stored_once(store, tmp_path):
     session = _session(store, tmp_path)
     first = _detect(session)
     run = session.start_run("stand-in", {"score_thr": 0.1})
-    again = session.add_detections(run, np.array([[104, 100, 154, 150], [900, 10, 950, 60], [901, 11, 951, 61]]),
+    again = session.add_detections(run, np.array([[104, 100, 154, 150], [900, 10, 950, 60], [310, 320, 360, 370]]),
                                    np.array([0.95, 0.7, 0.6]), ["mitotic figure"] * 3)
-    assert len(again) == 1  # the seam duplicate and the in-batch duplicate are dropped
-    assert len(session.table) == len(first) + 1 == len(store.objects(session.slide_id))
+    assert len(again) == 2  # the box on the first one (IoU 0.92) is dropped; IoU 0.2 with [300, 300, ...] is kept
+    assert len(session.table) == len(first) + 2 == len(store.objects(session.slide_id))

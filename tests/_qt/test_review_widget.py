@@ -72,17 +72,19 @@ def test_keys_accept_reject_undo_and_redo_change_store_and_colours(review):
 
 
 def test_counts_follow_decisions_and_the_slide_reopens_as_left(review, make_napari_viewer, small_hpf, stand_in,
-                                                               review_store, qtbot):
+                                                               review_store, qtbot):  # noqa: PLR0913
     viewer, widget = review
     widget.detect_whole(wait=True)
-    widget.update_counts()
+    widget.update_counts(wait=True)
     pending_before = int(widget.counts_panel.cells[("image", "pending")].text())
     widget.step()
     widget.decide("accept")
     widget.step()
     widget.decide("reject")
-    widget.update_counts()
     cells = widget.counts_panel.cells
+    widget.schedule_counts()  # the panel's own path: a timer, then a worker thread
+    qtbot.waitUntil(lambda: cells[("image", "rejected")].text() == "1", timeout=10_000)
+    widget.update_counts(wait=True)
     assert cells[("image", "accepted")].text() == "1"
     assert cells[("image", "rejected")].text() == "1"
     assert int(cells[("image", "pending")].text()) == pending_before - 2
