@@ -7,9 +7,16 @@ napari (and the detector's tiler) only ever slice a level, so each class here im
   ``SYX``) into RGB one slice at a time.
 * :class:`DownsampledLevel` is a 2× area-average of its parent, computed block by block on demand and
   kept in a small LRU cache, so a non-pyramidal image gets overview levels without ever holding the
-  full image plus copies in memory. Blocks follow the parent's chunks (``.chunks``, as zarr arrays
-  have): full-width bands over a strip TIFF, whose strips would otherwise be decoded once per block
-  column.
+  full image plus copies in memory. Blocks follow the parent's decode units (``read_chunks``, or
+  ``chunks`` as zarr arrays have): full-width bands over a strip TIFF, whose strips would otherwise
+  be decoded once per block column.
+* :class:`StripView` passes a strip-chunked array through unchanged but tells napari narrower
+  ``chunks``.
+
+Two chunk shapes, then: ``read_chunks`` is what the source decodes at once (a full-width strip) and
+guides our own block alignment; ``chunks`` is what napari sees, and napari widens every view to whole
+``chunks``. Telling napari a strip's true width would make it upload a 7215-px-wide texture for a
+1280-px canvas at each field-of-view change, so over strips ``chunks`` are at most ``BLOCK`` wide.
 * :class:`RegionLevel` wraps any ``read(y0, y1, x0, x1)`` callable (e.g. a DICOM reader).
 """
 
@@ -64,8 +71,14 @@ class LazyRGBLevel(ABC):
 
     dtype = np.dtype(np.uint8)
     ndim = 3
-    #: (rows, columns, 3) of the units the level is read in (None: any box costs the same).
+    #: (rows, columns, 3) the level is decoded in (None: any box costs the same).
+    read_chunks: tuple[int, int, int] | None = None
+    #: (rows, columns, 3) napari widens views to: ``read_chunks``, but at most ``BLOCK`` wide.
     chunks: tuple[int, int, int] | None = None
+
+    def _set_read_chunks(self, rows: int, cols: int) -> None:
+        self.read_chunks = (int(rows), int(cols), 3)
+        self.chunks = (int(rows), min(int(cols), BLOCK), 3)
 
     def __init__(self, height: int, width: int) -> None:
         self.shape: tuple[int, int, int] = (int(height), int(width), 3)
@@ -126,8 +139,7 @@ class RGBAdapter(LazyRGBLevel):
         super().__init__(height, width)
         source_chunks = getattr(source, "chunks", None)
         if source_chunks:
-            rows, cols = source_chunks[1:3] if axes in ("SYX", "CYX") else source_chunks[:2]
-            self.chunks = (int(rows), int(cols), 3)
+            self._set_read_chunks(*(source_chunks[1:3] if axes in ("SYX", "CYX") else source_chunks[:2]))
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         if self._axes == "YX":
@@ -142,6 +154,18 @@ class RGBAdapter(LazyRGBLevel):
         if planes.shape[0] < 3:
             planes = np.repeat(planes[:1], 3, axis=0)
         return np.ascontiguousarray(np.moveaxis(planes, 0, 2))
+
+
+class StripView(LazyRGBLevel):
+    """An (H, W, 3) uint8 array stored in full-width strips, unchanged, with napari-sized ``chunks``."""
+
+    def __init__(self, source: Any) -> None:
+        super().__init__(*source.shape[:2])
+        self._source = source
+        self._set_read_chunks(*source.chunks[:2])
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.asarray(self._source[y0:y1, x0:x1])
 
 
 class RegionLevel(LazyRGBLevel):
@@ -167,8 +191,9 @@ class DownsampledLevel(LazyRGBLevel):
     def __init__(self, parent: Any, cache_bytes: int = CACHE_BYTES) -> None:
         height, width = parent.shape[:2]
         super().__init__((height + 1) // 2, (width + 1) // 2)
-        self._block_rows, self._block_cols = _block_shape(getattr(parent, "chunks", None), parent.shape[1], self.shape[1])
-        self.chunks = (self._block_rows, self._block_cols, 3)
+        parent_chunks = getattr(parent, "read_chunks", None) or getattr(parent, "chunks", None)
+        self._block_rows, self._block_cols = _block_shape(parent_chunks, parent.shape[1], self.shape[1])
+        self._set_read_chunks(self._block_rows, self._block_cols)
         self._parent = parent
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_bytes = cache_bytes

@@ -24,7 +24,7 @@ import tifffile
 import zarr
 
 from midog_viewer.errors import SlideError
-from midog_viewer.io.levels import RGBAdapter, add_overview_levels
+from midog_viewer.io.levels import RGBAdapter, StripView, add_overview_levels
 from midog_viewer.io.mpp import plausible_mpp
 
 #: Length of each unit of OME's PhysicalSizeXUnit and of TIFF's ResolutionUnit, in micrometres.
@@ -134,10 +134,10 @@ def _check_complete(path: Path, page: tifffile.TiffPage) -> None:
 
 
 def _level_array(tif: tifffile.TiffFile, level: int, axes: str) -> Any:
-    """Level ``level`` of the first series as a lazy (H, W, 3) uint8 array (zarr itself when already RGB)."""
+    """Level ``level`` of the first series as a lazy (H, W, 3) uint8 array (zarr itself for tiled RGB)."""
     array = zarr.open(tif.series[0].aszarr(level=level), mode="r")
     if axes == "YXS" and array.shape[-1] == 3 and array.ndim == 3:
-        return array
+        return StripView(array) if array.chunks[1] >= array.shape[1] else array
     squeezed = array.shape[array.ndim - len(axes) :]
     if array.ndim != len(axes):
         array = _Squeezed(array, squeezed)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from midog_viewer.io.levels import BLOCK, DownsampledLevel, RGBAdapter, RegionLevel, add_overview_levels, halve
+from midog_viewer.io.levels import (
+    BLOCK,
+    DownsampledLevel,
+    RegionLevel,
+    RGBAdapter,
+    StripView,
+    add_overview_levels,
+    halve,
+)
 
 
 class CountingArray:
@@ -81,7 +89,8 @@ def test_over_strips_each_source_row_is_read_once(image):
     """Full-width strips (16 rows): blocks are full-width bands, so no strip is decoded twice."""
     source = CountingArray(image, chunks=(16, image.shape[1], 3))
     level = DownsampledLevel(source)
-    assert level.chunks[1] == level.shape[1] and level.chunks[0] % 8 == 0
+    assert level.read_chunks[1] == level.shape[1] and level.read_chunks[0] % 8 == 0
+    assert level.chunks == (level.read_chunks[0], BLOCK, 3)  # napari widens views to these: not full width
     whole = level[:, :]
     rows = [key[0] for key in source.reads]
     assert all(key[1] == slice(0, image.shape[1]) for key in source.reads)
@@ -89,6 +98,15 @@ def test_over_strips_each_source_row_is_read_once(image):
     assert all(a.stop == b.start for a, b in zip(rows, rows[1:])) and rows[-1].stop == image.shape[0]
     assert all(r.start % 16 == 0 for r in rows)
     assert np.array_equal(whole, DownsampledLevel(image)[:, :])
+
+
+def test_strip_view_passes_pixels_and_narrows_chunks_for_napari(image):
+    source = CountingArray(image, chunks=(16, image.shape[1], 3))
+    view = StripView(source)
+    assert view.read_chunks == (16, image.shape[1], 3) and view.chunks == (16, BLOCK, 3)
+    assert np.array_equal(view[100:150, 2000:2301], image[100:150, 2000:2301])
+    assert source.reads == [(slice(100, 150), slice(2000, 2301))]
+    assert DownsampledLevel(view).read_chunks[1] == DownsampledLevel(source).read_chunks[1]  # still band mode
 
 
 def test_over_tiles_blocks_align_to_them(image):
