@@ -10,6 +10,13 @@ import pytest
 # napari needs OpenGL: the offscreen platform has none, so GUI tests run on Xvfb (pytest-xvfb starts it).
 os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
 
+# torch's CUDA build pulls in triton (through torchvision.ops), which loads its own LLVM; once Mesa's llvmpipe
+# has loaded another inside napari's OpenGL context, that import segfaults. Loading triton first avoids it.
+try:  # pragma: no cover - depends on the torch build
+    import triton  # noqa: F401
+except ImportError:
+    pass
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
