@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from midog_viewer.detect import load_model
-    from midog_viewer.train import DataSpec, Recipe, train
+    from midog_viewer.train import DataSpec, Recipe, read_progress, train
     from midog_viewer.train.dataset import synthetic_images
     from midog_viewer.train.validate import midog_scores, predict_images
 
@@ -63,10 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         log_every=5,
         keep_epoch_checkpoints=2,
     )
-    started = time.monotonic()
     resume = run_dir if (run_dir / "state.pt").is_file() else None
     result = train(data, run_dir, config="tiny", recipe=recipe, resume=resume)
-    train_s = time.monotonic() - started
     if result.status != "done":
         print(json.dumps({"status": result.status, "run": str(run_dir)}))
         return 1
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_f1": metrics["val_f1"],
         "best_epoch": metrics["best_epoch"],
         "steps": result.step,
-        "train_wall_s": round(train_s, 1),
+        "train_wall_s": round(training_seconds(read_progress(run_dir)), 1),
         "held_out_eval_s": round(eval_s, 1),
         "threads": args.threads,
     }
@@ -100,6 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(result.best_checkpoint, MODEL_DIR / "demo-tiny.safetensors")
         (MODEL_DIR / "demo-tiny.md").write_text(model_card(args, recipe, metrics, figures, size), encoding="utf-8")
     return 0
+
+
+def training_seconds(events: list[dict]) -> float:
+    """Wall time spent training over every (resumed) segment of the run, from its progress lines."""
+    total, segment_start, last = 0.0, None, None
+    for event in events:
+        if event["event"] == "start":
+            if segment_start is not None:
+                total += last - segment_start
+            segment_start = event["time"]
+        last = event["time"]
+    return total + (last - segment_start if segment_start is not None else 0.0)
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The command line that trains this model again (run folder and threads left to the user)."""
+    options = [f"--images {args.images}", f"--size {args.size}", f"--patch {args.patch}",
+               f"--rcnn-samples {args.rcnn_samples}", f"--rpn-proposals {args.rpn_proposals}",
+               f"--epochs {args.epochs}", f"--lr {args.lr}", f"--warmup {args.warmup}",
+               "--decay " + " ".join(str(d) for d in args.decay)]
+    return "python benchmarks/train_demo_model.py " + " ".join(options) + " --run RUN_DIR"
 
 
 def model_card(args: argparse.Namespace, recipe, metrics: dict, figures: dict, size: int) -> str:
@@ -135,13 +154,15 @@ It has never seen a real slide; its scores on real tissue mean nothing.
 
 Held-out set: {figures['held_out_images']} synthetic fields of 1024 x 1024 px (seeds {HELD_OUT_SEED}-
 {HELD_OUT_SEED + figures['held_out_images'] - 1}, never used in training), {figures['held_out_mitoses']} mitotic
-figures, run in 512 px tiles with 64 px overlap and NMS 0.5 as the detector does.
+figures, run through the detector's own engine (`Detector`: Macenko fitted per field, 512 px tiles with 64 px
+overlap, seams merged), so these are the figures `midog-viewer detect` gives on such fields.
 
 | score threshold | TP | FP | FN | precision | recall | F1 |
 |---|---|---|---|---|---|---|
 {rows}
 
-Reproduce: `python benchmarks/train_demo_model.py --run RUN_DIR --threads 1` (defaults as above).
+Reproduce: `{reproduce_command(args)}` (a second call with the same `--run` resumes the run, e.g. with more
+`--epochs`).
 """
 
 
