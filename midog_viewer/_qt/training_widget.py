@@ -79,7 +79,7 @@ class TrainingRequest:
             args += ["--config", self.config]
         if self.baseline is not None:
             args += ["--baseline", str(self.baseline)]
-        args += ["--epochs", str(self.epochs), "--device", self.device, "--out", str(self.out)]
+        args += ["--epochs", str(self.epochs), "--device", self.device, "--out", str(self.out), "--quiet"]
         return args + list(self.extra)
 
 

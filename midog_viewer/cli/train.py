@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--keep-epochs", type=int, metavar="K", help="keep only the K newest per-epoch checkpoints")
     run.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); AMP is used on cuda")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=handle_train)
 
 
@@ -82,6 +83,7 @@ def handle_train(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             resume=args.resume,
             should_stop=stop,
+            echo=None if args.quiet else _print_event,
         )
     finally:
         for sig, handler in previous.items():
@@ -104,6 +106,26 @@ def handle_train(args: argparse.Namespace) -> int:
         f1 = "n/a" if result.best_f1 is None else f"{result.best_f1:.4f}"
         print(f"done: best validation F1 {f1} (epoch {result.best_epoch}); model {result.best_checkpoint}")
     return 0
+
+
+def _print_event(event: dict) -> None:
+    """One short line on stderr per progress event (the full record is in progress.jsonl)."""
+    kind = event["event"]
+    if kind == "start":
+        line = (f"training on {event['train_images']} images ({event['train_patches']} patches), validating on "
+                f"{event['val_images']}; {event['total_steps']} steps on {event['device']}")
+    elif kind == "step":
+        eta = event.get("eta_s")
+        eta_text = f"{eta / 60:.0f} min" if eta is not None else "-"
+        line = (f"step {event['step']}/{event['total_steps']}  epoch {event['epoch']:.2f}  loss {event['loss']:.4f}"
+                f"  lr {event['lr']:.5f}  ETA {eta_text}")
+    elif kind in ("epoch", "baseline"):
+        what = f"epoch {event['epoch']}" if kind == "epoch" else "starting model"
+        best = " (best so far)" if event.get("best") else ""
+        line = f"{what}: validation F1 {event['val_f1']:.4f}{best}"
+    else:
+        return
+    print(line, file=sys.stderr, flush=True)
 
 
 def _recipe(args: argparse.Namespace, recipe_cls):

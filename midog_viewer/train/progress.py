@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,23 @@ PROGRESS_FILE = "progress.jsonl"
 
 
 class ProgressWriter:
-    """Appends events to ``progress.jsonl`` (appending, so a resumed run continues the same file)."""
+    """Appends events to ``progress.jsonl`` (appending, so a resumed run continues the same file).
 
-    def __init__(self, run_dir: str | Path) -> None:
+    ``echo``, if given, also receives every event (the CLI prints them).
+    """
+
+    def __init__(self, run_dir: str | Path, echo: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = Path(run_dir) / PROGRESS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.echo = echo
 
     def write(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
+        if self.echo is not None:
+            self.echo(record)
         return record
 
 

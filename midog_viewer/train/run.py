@@ -66,6 +66,7 @@ def train(
     baseline: str | Path | None = None,
     resume: str | Path | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    echo: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
     """Train a detector and write the run folder ``out_dir``.
 
@@ -73,7 +74,8 @@ def train(
     and the checkpoint's architecture is fine-tuned. ``baseline`` (default: ``init``) is the model whose
     validation F1 the run is compared against. ``resume`` is an earlier run folder: its config, recipe
     (epochs may be raised through ``recipe``) and data are reused unless given, and training continues
-    from its saved state. Every check of the input happens before the first step.
+    from its saved state. Every check of the input happens before the first step. ``echo`` receives
+    every progress event as it is written.
     """
     out_dir = Path(out_dir)
     previous = _load_run(Path(resume)) if resume is not None else None
@@ -100,7 +102,7 @@ def train(
     baseline_model = build_model(None, baseline)[0] if baseline is not None and baseline != init else None
     state = _load_state(Path(resume)) if resume is not None else None
 
-    loop = _Loop(split, model, model_config, recipe, torch_device, out_dir, should_stop)
+    loop = _Loop(split, model, model_config, recipe, torch_device, out_dir, should_stop, echo)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_record = {
         "config": config,
@@ -132,6 +134,7 @@ class _Loop:
         device: torch.device,
         out_dir: Path,
         should_stop: Callable[[], bool],
+        echo: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.split, self.recipe, self.device, self.out_dir = split, recipe, device, out_dir
         self.model_config = model_config
@@ -158,7 +161,7 @@ class _Loop:
         )
         self.amp = recipe.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.progress = ProgressWriter(out_dir)
+        self.progress = ProgressWriter(out_dir, echo)
         self.step = 0
         self.epoch = 0  # epochs completed
         self.batch_in_epoch = 0

@@ -49,7 +49,7 @@ def test_request_builds_the_cli_arguments(tmp_path):
         "train", "--db", str(tmp_path / "a.sqlite"), "--coco", str(tmp_path / "m.json"), "--images",
         str(tmp_path / "img"), "--split", str(tmp_path / "s.txt"), "--config", "r50", "--baseline",
         str(tmp_path / "old.safetensors"), "--epochs", "3", "--device", "cpu", "--out", str(tmp_path / "run"),
-        "--lr", "0.1",
+        "--quiet", "--lr", "0.1",
     ]
     fine_tune = TrainingRequest(out=tmp_path / "run", init=tmp_path / "old.safetensors")
     assert "--config" not in fine_tune.arguments() and "--init" in fine_tune.arguments()
