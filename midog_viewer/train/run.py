@@ -184,6 +184,11 @@ class _Loop:
         self.history = list(state["history"])
         self.best_f1, self.best_epoch = state["best_f1"], state["best_epoch"]
         self.baseline_f1 = state["baseline_f1"]
+        # The saved schedule holds the old base lr; a resumed run follows the recipe it was given.
+        self.scheduler.base_lrs = [self.recipe.lr] * len(self.optimizer.param_groups)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.recipe.lr
+            group["lr"] = self.recipe.lr * lr_factor(self.step, self.steps_per_epoch, self.recipe)
 
     def _save_state(self) -> None:
         state = {

@@ -166,3 +166,19 @@ def test_a_checkpoint_of_another_architecture_than_config_is_refused(shared_data
     code = main(["train", "--init", str(mmdet_checkpoint), "--config", "r50", "--synthetic", "3",
                  "--out", str(tmp_path / "run")])
     assert code == 2 and "does not match the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_follows_the_new_recipe(tmp_path):
+    """Resuming with more epochs and another learning rate continues the saved state under the new settings."""
+    from midog_viewer.train import DataSpec, Recipe, train
+
+    data = DataSpec(synthetic=3, synthetic_size=256, val_fraction=0.34)
+    recipe = Recipe(epochs=1, patch_size=128, rcnn_samples=32, batch_size=2, warmup_steps=2, log_every=1)
+    first = train(data, tmp_path / "run", config="tiny", recipe=recipe)
+    assert first.status == "done" and first.epochs_done == 1
+    more = Recipe(**{**recipe.to_dict(), "epochs": 2, "lr": 0.001})
+    second = train(None, tmp_path / "run", recipe=more, resume=tmp_path / "run")
+    assert second.status == "done" and second.epochs_done == 2 and second.step == 2 * first.step
+    steps = [e for e in read_progress(tmp_path / "run") if e["event"] == "step" and e["step"] > first.step]
+    assert steps and all(e["lr"] == pytest.approx(0.001) for e in steps)
