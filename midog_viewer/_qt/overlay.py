@@ -264,8 +264,10 @@ class ReviewOverlay:
             self.selection.data = np.zeros((0, 2), dtype=np.float32)
             return
         centres, sides = boxes_to_points(box_layer.boxes()[box_layer.row_of(object_id)])
-        self.selection.data = centres
-        self.selection.size = sides * SELECTION_MARGIN
+        with _quiet(self.selection):
+            self.selection.data = centres
+            self.selection.size = sides * SELECTION_MARGIN
+        self.selection.refresh()
 
     def remove(self) -> None:
         """Take the overlay's layers out of the viewer."""

@@ -286,9 +286,13 @@ class ReviewSession:
     # -- figures --------------------------------------------------------------------------------
 
     def counts(self, region: tuple[float, float, float, float] | None = None, hpf_mm2: float = DEFAULT_HPF_MM2,
-               use_drawn: bool = False) -> SlideCounts:
-        """``count_slide`` over a region (None: the whole image), with this slide's pixel size."""
-        return count_slide(self.store, self.slide_id, hpf_mm2=hpf_mm2, region=region, use_drawn=use_drawn,
+               use_drawn: bool = False, store: ReviewStore | None = None) -> SlideCounts:
+        """``count_slide`` over a region (None: the whole image), with this slide's pixel size.
+
+        ``store`` is another connection to the same database (a background reader), so counting does not
+        hold the writer's lock while a decision waits.
+        """
+        return count_slide(store or self.store, self.slide_id, hpf_mm2=hpf_mm2, region=region, use_drawn=use_drawn,
                            mpp=self.mpp)
 
     def pending_count(self, score_threshold: float, region: tuple[float, float, float, float] | None = None) -> int:
@@ -306,14 +310,14 @@ class ReviewSession:
             mask &= boxes_in_region(t.boxes, region)
         return int(mask.sum())
 
-    def evaluation(self, score_threshold: float, region: tuple[float, float, float, float] | None = None
-                   ) -> tuple[dict, dict[int, str]]:
+    def evaluation(self, score_threshold: float, region: tuple[float, float, float, float] | None = None,
+                   store: ReviewStore | None = None) -> tuple[dict, dict[int, str]]:
         """MIDOG TP/FP/FN, precision, recall and F1 against the ground truth, counted in ``region``.
 
         Matching runs over the whole slide (:func:`~midog_viewer.review.evaluation_view.evaluation_table`);
         also returns the evaluation status (matched / unmatched / ground truth / missed) of every key.
         """
-        table = evaluation_table(self.store, self.slide_id, score_threshold=score_threshold)
+        table = evaluation_table(store or self.store, self.slide_id, score_threshold=score_threshold)
         statuses = dict(zip(keys_of(table).tolist(), table.status.tolist()))
         inside = np.ones(len(table), dtype=bool) if region is None else boxes_in_region(table.boxes, region)
         status = table.status[inside]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from napari.layers import Image, Shapes
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -91,11 +91,12 @@ def _reports_errors(method):
     return wrapper
 
 
-def _figures(session: ReviewSession, view, hpf, hpf_mm2: float, threshold: float) -> dict:
-    """Everything the counts panel shows, computed from the store (runs in a worker thread)."""
+def _figures(session: ReviewSession, reader: ReviewStore, view, hpf, hpf_mm2: float, threshold: float) -> dict:
+    """Everything the counts panel shows, read through ``reader`` (its own connection: in WAL mode it
+    never blocks the decisions the GUI thread writes meanwhile). Runs in a worker thread."""
 
     def totals(region):
-        counts = session.counts(region, hpf_mm2)
+        counts = session.counts(region, hpf_mm2, store=reader)
         return {**counts.totals, "pending": session.pending_count(threshold, region)}
 
     return {
@@ -104,8 +105,8 @@ def _figures(session: ReviewSession, view, hpf, hpf_mm2: float, threshold: float
         "hpf": None if hpf is None else totals(hpf),
         "image": totals(None),
         # the score uses the HPFs the reviewer marked when there are any, else the hotspot
-        "score": session.counts(None, hpf_mm2, use_drawn=True),
-        "f1": session.evaluation(threshold, view)[0] if session.has_ground_truth() else None,
+        "score": session.counts(None, hpf_mm2, use_drawn=True, store=reader),
+        "f1": session.evaluation(threshold, view, store=reader)[0] if session.has_ground_truth() else None,
     }
 
 
@@ -149,6 +150,7 @@ class ReviewWidget(QWidget):
         self._fields_layer: Shapes | None = None
         self._counts_worker = None
         self._counts_stale = False
+        self._reader_store: ReviewStore | None = None
         self._build_ui()
         self.setAcceptDrops(True)
 
@@ -682,7 +684,7 @@ class ReviewWidget(QWidget):
         if self._counts_worker is not None:  # one at a time; count again when it is done
             self._counts_stale = True
             return
-        request = (self.session, self.visible_region(), self.current_hpf(), self.counts_panel.hpf_area.value(),
+        request = (self.session, self._reader(), self.visible_region(), self.current_hpf(), self.counts_panel.hpf_area.value(),
                    self.score_threshold)
         if wait:
             self._show_figures(_figures(*request))
@@ -693,6 +695,12 @@ class ReviewWidget(QWidget):
         self._counts_worker.errored.connect(lambda exc: show_error(str(exc)))
         self._counts_worker.finished.connect(self._counts_done)
         self._counts_worker.start()
+
+    def _reader(self) -> ReviewStore:
+        """A second connection to the review database for the counts worker, opened once."""
+        if self._reader_store is None or self._reader_store.path != self.store.path:
+            self._reader_store = ReviewStore(self.store.path, self.store.reviewer)
+        return self._reader_store
 
     def _counts_done(self) -> None:
         self._counts_worker = None
@@ -829,6 +837,10 @@ class ReviewWidget(QWidget):
         self._settle.stop()
         self._counts_timer.stop()
         self.cancel_detection()
+        QThreadPool.globalInstance().waitForDone(10_000)  # workers finish before their widget goes
+        if self._reader_store is not None:
+            self._reader_store.close()
+            self._reader_store = None
         super().closeEvent(event)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)

@@ -20,6 +20,7 @@ def test_the_canvas_shows_yellow_red_and_white_boxes(make_napari_viewer, small_h
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1200, 900)
     widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
+    qtbot.addWidget(widget)
     path, hpf = small_hpf
     slide_layer = add_slide_layer(viewer, path, hpf)
     widget.detect_whole(wait=True)
@@ -46,6 +47,7 @@ def test_the_canvas_shows_yellow_red_and_white_boxes(make_napari_viewer, small_h
 def test_hpf_grid_marked_fields_and_hotspot(make_napari_viewer, small_hpf, stand_in, review_store, qtbot):
     viewer = make_napari_viewer()
     widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
+    qtbot.addWidget(widget)
     path, hpf = small_hpf
     add_slide_layer(viewer, path, hpf)
     widget.counts_panel.grid.setChecked(True)
@@ -74,6 +76,7 @@ def test_a_real_tiny_cascade_runs_in_the_worker_and_the_widget_comes_back(make_n
     detector = Detector.from_model(model, device="cpu", score_thr=0.1, stain_normalize=False)
     viewer = make_napari_viewer()
     widget = ReviewWidget(viewer, detector=detector, store=review_store)
+    qtbot.addWidget(widget)
     add_slide_layer(viewer, *small_hpf)
     widget.threshold.setValue(widget.threshold.minimum())  # an untrained model scores low: draw everything
     widget.detect_region((0, 0, 512, 512))

@@ -72,7 +72,7 @@ def test_keys_accept_reject_undo_and_redo_change_store_and_colours(review):
 
 
 def test_counts_follow_decisions_and_the_slide_reopens_as_left(review, make_napari_viewer, small_hpf, stand_in,
-                                                               review_store, qtbot):  # noqa: PLR0913
+                                                               review_store, qtbot):
     viewer, widget = review
     widget.detect_whole(wait=True)
     widget.update_counts(wait=True)
@@ -196,3 +196,30 @@ def test_a_failing_worker_reenables_the_buttons(review, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
     assert shown and "tile read failed" in shown[0]
     assert widget.detect_all_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_auto_detect_analyses_the_view_once_it_settles(review, qtbot):
+    viewer, widget = review
+    widget.auto_detect.setChecked(True)
+    viewer.camera.center = (60.0, 80.0)
+    qtbot.waitUntil(lambda: len(widget.detector.calls) == 1 and widget.worker is None, timeout=10_000)
+    assert len(widget.overlay.predictions) > 0
+
+
+def test_escape_cancels_a_running_detection_and_the_region_stays_to_do(review, qtbot):
+    viewer, widget = review
+    started = []
+
+    def slow(slide, region, cancel=None):
+        started.append(region)
+        yield from widget.detector.__class__.iter_detect(widget.detector, slide, (0, 0, 10, 10), cancel)
+        cancel.wait(10)  # a long batch: only cancelling ends it early
+        return
+
+    widget.detector.iter_detect = slow
+    widget.detect_whole()
+    qtbot.waitUntil(lambda: widget.progress.value() == 2, timeout=10_000)
+    _press(viewer, Qt.Key_Escape)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=5_000)
+    assert widget.status.text() == "Detection cancelled." and widget.detect_all_button.isEnabled()
+    assert widget.done_regions.missing(widget._model_key(), (0, 0, 1024, 768), (1024, 768)) is not None
