@@ -47,6 +47,7 @@ def run_demo(screenshot: str | Path | None, db: str | Path | None = None) -> int
         if widget.selected is not None:
             widget.decide(action)
             decided += 1
+    widget.select(None)  # the cyan selection frame would hide the rejected box's red
     viewer.reset_view()
     widget.update_counts(wait=True)
     QApplication.processEvents()
