@@ -37,28 +37,3 @@ def _few_torch_threads():
         return
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-
-_exit_status = 0
-
-
-def pytest_sessionfinish(session, exitstatus):
-    global _exit_status
-    _exit_status = int(exitstatus)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """Leave without interpreter finalisation once Qt/napari ran in this process.
-
-    After many napari viewers in one process, CPython's final garbage collection trips over a refcount
-    error in a C extension of the Qt/OpenGL stack ("none_dealloc: deallocating None", SIGABRT), after
-    every test has passed and the summary is printed, which would turn a green run red. This hook runs
-    after every other plugin's (pytest-xvfb has stopped Xvfb), flushes the output and exits with pytest's
-    own status, skipping only that final collection.
-    """
-    import sys
-
-    if "PySide6.QtCore" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_exit_status)

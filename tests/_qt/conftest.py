@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from dataclasses import dataclass
 
@@ -12,18 +11,6 @@ import pytest
 from midog_viewer.classes import CLASS_NAMES, MITOTIC_FIGURE
 from midog_viewer.detect.detections import Detections
 from midog_viewer.review.store import ReviewStore
-
-# PySide6 6.12 on Python 3.11 (where None is not immortal) drops one reference to None per Qt event-loop
-# pass (a plain QWidget and processEvents() loses ~1 per call); after enough GUI tests None's count reaches
-# zero and the interpreter aborts at exit ("none_dealloc", status 134) although every test passed. Extra
-# references keep it above zero for the test session; the application itself needs a fixed PySide6.
-_NONE_BALLAST = [None] * 5_000_000
-
-# torch's CUDA build imports triton lazily (torchvision ops); triton and Mesa's llvmpipe each bring an LLVM,
-# and importing triton after napari made its OpenGL context crashes the process. Load it before any viewer.
-if importlib.util.find_spec("triton") is not None:
-    importlib.import_module("triton")
-
 
 @pytest.fixture(scope="session")
 def small_hpf(tmp_path_factory):
