@@ -287,6 +287,10 @@ class ReviewWidget(QWidget):
         self.model_label = str(self.detector.info.path)
         self._show_model()
 
+    def use_model(self, path: str) -> None:
+        """Make the checkpoint at ``path`` the active model (the training panel's "Use this model")."""
+        self._load_model(path, None)
+
     def _show_model(self) -> None:
         name = Path(self.model_label).name if self.detector is not None else "no model loaded"
         self.model_name.setText(f"Model: {name}")

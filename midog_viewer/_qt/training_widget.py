@@ -346,12 +346,36 @@ class TrainingWidget(QWidget):
         self.use_button.setEnabled((self.run_dir / "best.safetensors").is_file())
 
     def use_model(self) -> None:
-        """Hand the new best checkpoint to whoever listens (the review widget loads it)."""
+        """Hand the new best checkpoint to the review dock of this viewer and to whoever else listens."""
         if self.run_dir is not None and (self.run_dir / "best.safetensors").is_file():
             path = str(self.run_dir / "best.safetensors")
             self.set_current_model(path)
             self.model_ready.emit(path)
+            review = self._review_widget()
+            if review is not None:
+                review.use_model(path)
             self.status.setText(f"Using {path}")
+
+    def _review_widget(self) -> Any:
+        """The "Mitosis review" dock of the same viewer, if it is open."""
+        from midog_viewer._qt.review_widget import ReviewWidget
+
+        window = getattr(self.viewer, "window", None)
+        docks = getattr(window, "dock_widgets", {}) if window is not None else {}
+        return next((w for w in docks.values() if isinstance(w, ReviewWidget)), None)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        self.sync_with_review()
+
+    def sync_with_review(self) -> None:
+        """Take the review dock's store and model as "current" (on show and before a run starts)."""
+        review = self._review_widget()
+        if review is not None:
+            self.set_current_store(review.store.path)
+            info = getattr(review.detector, "info", None)
+            if info is not None and info.path:
+                self.set_current_model(info.path)
 
     # -- plots ------------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import add_slide_layer
@@ -223,3 +225,29 @@ def test_escape_cancels_a_running_detection_and_the_region_stays_to_do(review, q
     qtbot.waitUntil(lambda: widget.worker is None, timeout=5_000)
     assert widget.status.text() == "Detection cancelled." and widget.detect_all_button.isEnabled()
     assert widget.done_regions.missing(widget._model_key(), (0, 0, 1024, 768), (1024, 768)) is not None
+
+
+def test_use_this_model_in_the_training_panel_makes_it_the_review_model(review, tmp_path, qtbot):
+    import torch
+
+    from midog_viewer._qt.training_widget import TrainingWidget
+    from midog_viewer.detect import CascadeConfig, build_cascade_rcnn, save_checkpoint
+
+    viewer, widget = review
+    viewer.window.add_dock_widget(widget, name="Mitosis review")
+    panel = TrainingWidget(viewer, runs_dir=tmp_path / "runs")
+    viewer.window.add_dock_widget(panel, name="Train the detector")
+    panel.sync_with_review()
+    assert panel.current_store == Path(widget.store.path)  # the review dock's store is the panel's "current"
+
+    torch.manual_seed(0)
+    run = tmp_path / "runs" / "run-1"
+    run.mkdir(parents=True)
+    save_checkpoint(build_cascade_rcnn(CascadeConfig.named("tiny")), run / "best.safetensors",
+                    CascadeConfig.named("tiny"), {"trained_on": "nothing (test)"})
+    panel.run_dir = run
+    with qtbot.waitSignal(panel.model_ready) as ready:
+        panel.use_model()
+    assert ready.args == [str(run / "best.safetensors")]
+    assert Path(widget.detector.info.path) == run / "best.safetensors"
+    assert widget.model_name.text() == "Model: best.safetensors"
