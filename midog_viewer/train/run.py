@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from midog_viewer.errors import TrainingError
+from midog_viewer.errors import ModelError, TrainingError
 from midog_viewer.train.data import DataSpec, Split, gather, resolve_paths
 from midog_viewer.train.dataset import PatchDataset, collate
 from midog_viewer.train.model import build_model, write_checkpoint
@@ -388,15 +388,13 @@ def epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int) -> list[
 
 
 def _device(name: str) -> torch.device:
+    """The training device, chosen as the detector chooses it; an unusable one is a TrainingError."""
+    from midog_viewer.detect.engine import choose_device
+
     try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise TrainingError(f"unknown device {name!r}; use cpu or cuda.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked for, but no CUDA GPU is available here.")
-    if device.type not in ("cpu", "cuda"):
-        raise TrainingError(f"unsupported device {name!r}; use cpu or cuda.")
-    return device
+        return choose_device(name)
+    except ModelError as exc:
+        raise TrainingError(str(exc)) from exc
 
 
 def _load_run(run_dir: Path) -> dict[str, Any]:
