@@ -197,10 +197,10 @@ def _zoom_to_level0(viewer, frames: _Frames):
     """Centre the camera on the slide at one screen pixel per level-0 pixel; return the level-0 region shown."""
     from midog_viewer._qt.overlay_model import view_region
 
-    viewer.camera.center = (SLIDE_SIZE / 2, SLIDE_SIZE / 2)
-    viewer.camera.zoom = 1.0
+    viewer.scene.camera.center = (SLIDE_SIZE / 2, SLIDE_SIZE / 2)
+    viewer.scene.camera.zoom = 1.0
     frames.draw_now()
-    return view_region(viewer.camera.center, viewer.camera.zoom, frames.canvas.size, (1.0, 1.0),
+    return view_region(viewer.scene.camera.center, viewer.scene.camera.zoom, frames.canvas.size, (1.0, 1.0),
                        (SLIDE_SIZE, SLIDE_SIZE))
 
 
@@ -226,8 +226,8 @@ def _frame_times(viewer, frames: _Frames) -> dict:
     """Seconds to draw one frame at level 0 (one HPF on screen) and with the whole slide on screen."""
     out = {}
     for name, zoom in (("frame_level0_s", 1.0), ("frame_whole_slide_s", 1000 / SLIDE_SIZE)):
-        viewer.camera.center = (SLIDE_SIZE / 2, SLIDE_SIZE / 2)
-        viewer.camera.zoom = zoom
+        viewer.scene.camera.center = (SLIDE_SIZE / 2, SLIDE_SIZE / 2)
+        viewer.scene.camera.zoom = zoom
         frames.draw_now()
         start = time.perf_counter()
         frames.scene_canvas.render()

@@ -156,8 +156,8 @@ class ReviewWidget(QWidget):
 
         self._settle = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_view_settled)
         self._counts_timer = QTimer(self, singleShot=True, interval=COUNTS_DELAY_MS, timeout=self.update_counts)
-        self.viewer.camera.events.center.connect(self._on_camera)
-        self.viewer.camera.events.zoom.connect(self._on_camera)
+        self.viewer.scene.camera.events.center.connect(self._on_camera)
+        self.viewer.scene.camera.events.zoom.connect(self._on_camera)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
@@ -365,7 +365,7 @@ class ReviewWidget(QWidget):
             return None
         canvas = tuple(self.viewer.canvas.size)
         return view_region(
-            self.viewer.camera.center, self.viewer.camera.zoom, canvas,
+            self.viewer.scene.camera.center, self.viewer.scene.camera.zoom, canvas,
             tuple(self.slide_layer.scale[-2:]), (self.slide.width, self.slide.height),
             tuple(self.slide_layer.translate[-2:]),
         )
@@ -378,10 +378,10 @@ class ReviewWidget(QWidget):
         """Centre the camera on a level-0 box, zooming in to at least one screen pixel per level-0 pixel."""
         centre = ((box[1] + box[3]) / 2, (box[0] + box[2]) / 2)
         world = self.slide_layer.data_to_world(centre)
-        self.viewer.camera.center = tuple(world[-2:])
+        self.viewer.scene.camera.center = tuple(world[-2:])
         level0_zoom = 1.0 / float(self.slide_layer.scale[-1])
-        if self.viewer.camera.zoom < level0_zoom:
-            self.viewer.camera.zoom = level0_zoom
+        if self.viewer.scene.camera.zoom < level0_zoom:
+            self.viewer.scene.camera.zoom = level0_zoom
 
     # -- drawing --------------------------------------------------------------------------------
 
@@ -785,10 +785,10 @@ class ReviewWidget(QWidget):
         if hotspot is None:
             return
         centre = self.slide_layer.data_to_world((hotspot.y + hotspot.h / 2, hotspot.x + hotspot.w / 2))
-        self.viewer.camera.center = tuple(centre[-2:])
+        self.viewer.scene.camera.center = tuple(centre[-2:])
         canvas_h, canvas_w = self.viewer.canvas.size
         scale = float(self.slide_layer.scale[-1])
-        self.viewer.camera.zoom = min(canvas_w / (hotspot.w * scale), canvas_h / (hotspot.h * scale))
+        self.viewer.scene.camera.zoom = min(canvas_w / (hotspot.w * scale), canvas_h / (hotspot.h * scale))
         self.status.setText(f"Hotspot: {hotspot.mitoses} mitoses in {hotspot.area_mm2:.2f} mm².")
 
     def _choose_export(self, fmt: str, file_filter: str) -> None:

@@ -57,10 +57,10 @@ def test_hpf_grid_marked_fields_and_hotspot(make_napari_viewer, small_hpf, stand
     widget.mark_current_hpf()
     assert len(review_store.hpf_regions(widget.session.slide_id)) == 1
     assert widget._fields_layer is not None and len(widget._fields_layer.data) == 1
-    viewer.camera.zoom = 50.0
+    viewer.scene.camera.zoom = 50.0
     widget.go_to_hotspot()
     hotspot = widget.session.counts(None).hotspot
-    centre = np.asarray(viewer.camera.center[-2:]) / hpf.mpp
+    centre = np.asarray(viewer.scene.camera.center[-2:]) / hpf.mpp
     np.testing.assert_allclose(centre, [hotspot.y + hotspot.h / 2, hotspot.x + hotspot.w / 2], atol=1.0)
 
 

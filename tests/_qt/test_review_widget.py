@@ -120,8 +120,8 @@ def test_a_click_selects_and_shift_click_adds_a_missed_mitosis(review):
 
 def test_threshold_hides_low_scores_and_visible_region_detects_once(review):
     viewer, widget = review
-    viewer.camera.center = (40.0, 20.0)  # µm: level-0 (80, 160)
-    viewer.camera.zoom = 8.0  # 2 screen px per level-0 px: a corner of the field
+    viewer.scene.camera.center = (40.0, 20.0)  # µm: level-0 (80, 160)
+    viewer.scene.camera.zoom = 8.0  # 2 screen px per level-0 px: a corner of the field
     canvas_h, canvas_w = viewer.canvas.size
     region = widget.visible_region()
     assert region == (0, max(0, int(160 - canvas_h / 4)), int(80 + canvas_w / 4), int(160 + canvas_h / 4) - max(0, int(160 - canvas_h / 4)))
@@ -203,7 +203,7 @@ def test_a_failing_worker_reenables_the_buttons(review, qtbot, monkeypatch):
 def test_auto_detect_analyses_the_view_once_it_settles(review, qtbot):
     viewer, widget = review
     widget.auto_detect.setChecked(True)
-    viewer.camera.center = (60.0, 80.0)
+    viewer.scene.camera.center = (60.0, 80.0)
     qtbot.waitUntil(lambda: len(widget.detector.calls) == 1 and widget.worker is None, timeout=10_000)
     assert len(widget.overlay.predictions) > 0
 
