@@ -60,17 +60,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from midog_viewer.errors import AnnotationFormatError
+    from midog_viewer.errors import AnnotationFormatError, MidogError
     from midog_viewer.formats.importing import import_file, summary_line
     from midog_viewer.review import ReviewStore
 
     if not args.file.is_file():  # before the database is created
         raise AnnotationFormatError(f"{args.file} does not exist or is not a file.")
-    with ReviewStore(args.db, reviewer=args.reviewer) as store:
-        summary = import_file(
-            store, args.file, fmt=args.fmt, images_dir=args.images, image_name=args.image,
-            point_box_px=args.point_box_px, point_box_um=args.point_box_um,
-        )
+    created = not args.db.exists()
+    try:
+        with ReviewStore(args.db, reviewer=args.reviewer) as store:
+            summary = import_file(
+                store, args.file, fmt=args.fmt, images_dir=args.images, image_name=args.image,
+                point_box_px=args.point_box_px, point_box_um=args.point_box_um,
+            )
+    except MidogError:
+        if created:  # a failed import into a new database leaves no empty database behind
+            for leftover in (args.db, *(args.db.with_name(args.db.name + end) for end in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+        raise
     print(json.dumps(summary.as_json()) if args.json else summary_line(summary))
     return 0
 

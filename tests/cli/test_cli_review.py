@@ -94,3 +94,19 @@ def test_help_lists_the_review_commands():
     out = subprocess.run([sys.executable, "-m", "midog_viewer", "--help"], capture_output=True, text=True, timeout=120).stdout
     for command in ("import", "export", "counts", "evaluate"):
         assert command in out
+
+
+def test_a_failed_import_into_a_new_database_leaves_none_and_an_old_one_unchanged(capsys, tmp_path):
+    (tmp_path / "bad.json").write_text('{"images": [{"id": 1, "file_name": "a.tiff"}], "annotations": '
+                                       '[{"id": 1, "image_id": 1, "bbox": "x", "category_id": 1}], '
+                                       '"categories": [{"id": 1, "name": "mitotic figure"}]}')
+    code, _, err = run(capsys, "import", str(tmp_path / "bad.json"), "--db", str(tmp_path / "new.db"))
+    assert code == 2 and "bbox" in err
+    assert not any(p.name.startswith("new.db") for p in tmp_path.iterdir())
+
+    with ReviewStore(tmp_path / "old.db") as store:
+        store.add_slide("a.tiff", mpp=0.25, width=100, height=100)
+    code, _, _ = run(capsys, "import", str(tmp_path / "bad.json"), "--db", str(tmp_path / "old.db"))
+    assert code == 2
+    with ReviewStore(tmp_path / "old.db") as store:
+        assert [slide.name for slide in store.slides()] == ["a.tiff"] and store.integrity_check() == "ok"
