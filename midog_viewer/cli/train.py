@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--patch-size", type=int, metavar="PX", help="training patch side (default 512)")
     run.add_argument("--rcnn-samples", type=int, metavar="N",
                      help="RoIs sampled per patch for the heads (default: the configuration's; fewer is faster)")
+    run.add_argument("--random-patches", type=int, metavar="N",
+                     help="also N patches per image at random positions, for the background (default 0)")
     run.add_argument("--log-every", type=int, metavar="STEPS", help="steps between progress lines (default 10)")
     run.add_argument("--workers", type=int, help="data-loading worker processes (default 0)")
     run.add_argument("--seed", type=int, help="seed of patch positions, augmentation and the random split")
@@ -138,6 +140,7 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "lr_decay_epochs": tuple(args.lr_decay) if args.lr_decay is not None else None,
         "workers": args.workers,
         "patch_size": args.patch_size,
+        "random_patches_per_image": args.random_patches,
         "rcnn_samples": args.rcnn_samples,
         "log_every": args.log_every,
         "seed": args.seed,

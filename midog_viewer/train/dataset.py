@@ -355,8 +355,11 @@ class PatchDataset(torch.utils.data.Dataset):
     """Patches around every labelled object; each item is (image [3,H,W] float 0..255, target dict).
 
     With ``augment`` the patch position is random (the object anywhere inside) and the recipe's
-    augmentation applies; otherwise the object sits in the centre. Call :meth:`set_epoch` so every epoch
-    draws new, reproducible positions and augmentations.
+    augmentation applies; otherwise the object sits in the centre. ``random_patches_per_image`` adds that
+    many patches per image at positions drawn anywhere in it (with whatever labelled boxes fall inside,
+    often none): the seed trained on object patches only, which leaves the model little of the ordinary
+    tissue it must stay quiet on. Call :meth:`set_epoch` so every epoch draws new, reproducible positions
+    and augmentations.
     """
 
     def __init__(
@@ -367,6 +370,7 @@ class PatchDataset(torch.utils.data.Dataset):
         augment: Callable | None = None,
         stain: Callable[[LabelledImage, np.ndarray], np.ndarray] | None = None,
         patches_per_object: int = 1,
+        random_patches_per_image: int = 0,
         min_visible: float = 0.3,
         seed: int = 0,
     ) -> None:
@@ -381,6 +385,8 @@ class PatchDataset(torch.utils.data.Dataset):
         self.index = [
             (i, j) for i, im in enumerate(self.images) for j in range(len(im.boxes)) for _ in range(patches_per_object)
         ]
+        # Object index -1: a patch at a random position of the image.
+        self.index += [(i, -1) for i in range(len(self.images)) for _ in range(random_patches_per_image)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -392,7 +398,10 @@ class PatchDataset(torch.utils.data.Dataset):
         image_index, object_index = self.index[item]
         image = self.images[image_index]
         generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, item)) & 0x7FFFFFFF)
-        x, y, w, h = self.window(image, object_index, generator if self.augment else None)
+        if object_index < 0:
+            x, y, w, h = self.random_window(image, generator)
+        else:
+            x, y, w, h = self.window(image, object_index, generator if self.augment else None)
         pixels = self.source.read(image, x, y, w, h)
         if self.stain is not None:
             pixels = self.stain(image, pixels)
@@ -416,6 +425,16 @@ class PatchDataset(torch.utils.data.Dataset):
             fx, fy = (float(v) for v in torch.rand(2, generator=generator))
         x = _place(x1, x2, w, image.width, fx)
         y = _place(y1, y2, h, image.height, fy)
+        return x, y, w, h
+
+
+    def random_window(self, image: LabelledImage, generator: torch.Generator) -> tuple[int, int, int, int]:
+        """A patch (x, y, w, h) at a uniformly random position inside the image."""
+        w = min(self.patch_size, image.width) if image.width else self.patch_size
+        h = min(self.patch_size, image.height) if image.height else self.patch_size
+        fx, fy = (float(v) for v in torch.rand(2, generator=generator))
+        x = int(round(fx * max(image.width - w, 0)))
+        y = int(round(fy * max(image.height - h, 0)))
         return x, y, w, h
 
 

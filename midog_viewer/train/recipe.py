@@ -57,6 +57,9 @@ class Recipe:
     seed: int = 0
     #: Training patches drawn per labelled object per epoch.
     patches_per_object: int = 1
+    #: Patches per image per epoch at random positions, so the model also learns the ordinary tissue it
+    #: must not fire on (0, the seed's recipe: patches around labelled objects only).
+    random_patches_per_image: int = 0
     workers: int = 0
     log_every: int = 10
     #: Keep only this many per-epoch checkpoints (0 keeps all); ``best`` and ``last`` are always kept.
@@ -68,6 +71,8 @@ class Recipe:
         self.lr_decay_epochs = tuple(int(e) for e in self.lr_decay_epochs)
         if self.epochs < 1 or self.batch_size < 1:
             raise TrainingError("epochs and batch size must be at least 1.")
+        if self.patches_per_object < 1 or self.random_patches_per_image < 0:
+            raise TrainingError("patches per object must be at least 1 and random patches per image at least 0.")
         if self.lr <= 0:
             raise TrainingError(f"the learning rate must be positive, got {self.lr}.")
         if self.patch_size < 64 or min(self.scales) < 32:

@@ -228,3 +228,22 @@ def test_synthetic_source_has_both_classes():
     labels = np.concatenate([im.labels for im in images])
     assert {0, 1} <= set(labels.tolist())
     assert all(im.pixels is not None and im.pixels.shape == (256, 256, 3) for im in images)
+
+
+def test_random_patches_lie_inside_the_image_and_may_hold_no_box():
+    images = synthetic_images(2, seed=1, size=256)
+    objects = sum(len(im.boxes) for im in images)
+    dataset = PatchDataset(images, 64, augment=lambda im, b, lab, gen: (im.float(), b, lab), random_patches_per_image=30)
+    assert len(dataset) == objects + 2 * 30
+    windows, empty = set(), 0
+    for item in range(objects, len(dataset)):
+        image, target = dataset[item]
+        assert image.shape == (3, 64, 64)
+        boxes = target["boxes"]
+        assert (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= 64).all()
+        empty += len(boxes) == 0
+        image_index, _ = dataset.index[item]
+        windows.add(dataset.random_window(images[image_index], torch.Generator().manual_seed(item)))
+    assert all(0 <= x <= 256 - 64 and 0 <= y <= 256 - 64 for x, y, _, _ in windows)
+    assert len(windows) > 50  # positions spread over the image
+    assert empty > 0  # background patches without any labelled object are part of training

@@ -39,6 +39,8 @@ def test_recipe_round_trips_and_refuses_nonsense():
         Recipe(epochs=0)
     with pytest.raises(TrainingError, match="positive"):
         Recipe(lr=0)
+    with pytest.raises(TrainingError, match="random patches"):
+        Recipe(random_patches_per_image=-1)
 
 
 def _marked_image(boxes: np.ndarray, size: int = 256) -> torch.Tensor:
