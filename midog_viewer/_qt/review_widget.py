@@ -473,13 +473,17 @@ class ReviewWidget(QWidget):
             show_error("No detection model is loaded; load a checkpoint first.")
             return
         self.cancel_detection()
+        zoom_for = getattr(self.detector, "zoom_for", None)
+        zoom = zoom_for(self.slide) if zoom_for is not None else 1.0
         self._run_id = self.session.start_run(
             self.model_label, {"region": list(map(int, region)), "score_thr": DETECTION_FLOOR,
-                               "stain_normalize": getattr(self.detector, "stain_normalize", None)},
+                               "stain_normalize": getattr(self.detector, "stain_normalize", None),
+                               "resample_zoom": zoom},
         )
         self._cancel = threading.Event()
         self._running_region = region
-        self._set_running(True, f"Detecting in {region[2]}×{region[3]} px…")
+        resampled = "" if zoom == 1.0 else f" (tiles resampled x{zoom:.2f} to the model's {self.detector.model_mpp:.2f} µm/px)"
+        self._set_running(True, f"Detecting in {region[2]}×{region[3]} px{resampled}…")
         batches = self.detector.iter_detect(self.slide, region, cancel=self._cancel)
         if wait:
             try:

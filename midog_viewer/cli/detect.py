@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda, then mps, then cpu")
     parser.add_argument("--score-thr", type=float, default=0.5, metavar="T", help="minimum score (default 0.5)")
     parser.add_argument("--no-stain", action="store_true", help="skip Macenko stain normalisation")
+    parser.add_argument("--no-resample", action="store_true",
+                        help="read tiles as they are, even if the slide's µm/px differs from the model's")
     parser.add_argument("--batch-size", type=int, metavar="N", help="tiles per batch (default: by memory)")
     parser.add_argument("--out", required=True, metavar="OUT", help="output file: .json or .csv")
     parser.set_defaults(func=handle_detect)
@@ -71,8 +73,13 @@ def handle_detect(args: argparse.Namespace) -> int:
         stain_normalize=not args.no_stain,
         batch_size=args.batch_size,
         mmdet_config=args.config,
+        resample=not args.no_resample,
     )
     with open_slide(args.slide) as slide:
+        zoom = detector.zoom_for(slide)
+        if zoom != 1.0:
+            print(f"slide at {slide.mpp:.3f} µm/px, model at {detector.model_mpp:.3f} µm/px: tiles resampled x{zoom:.2f}",
+                  file=sys.stderr)
         result = Detections(class_names=detector.class_names)
         for progress in detector.iter_detect(slide, region):
             _progress(progress.done, progress.total)
@@ -80,7 +87,8 @@ def handle_detect(args: argparse.Namespace) -> int:
     records = result.to_records()
     try:
         if out.suffix.lower() == ".json":
-            document = {"slide": str(args.slide), "model": str(detector.info.path), "detections": records}
+            document = {"slide": str(args.slide), "model": str(detector.info.path), "resample_zoom": zoom,
+                        "detections": records}
             out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         else:
             with out.open("w", newline="", encoding="utf-8") as handle:

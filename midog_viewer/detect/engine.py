@@ -38,6 +38,21 @@ _BYTES_PER_TILE = {("basic", True): 120e6, ("basic", False): 240e6,
                    ("bottleneck", True): 400e6, ("bottleneck", False): 800e6}
 _MAX_BATCH = 32
 _CPU_BATCH = 4
+#: Slides within this fraction of the model's pixel spacing are read as they are: MIDOG's own scanners
+#: differ by about 10 % (0.23-0.25 µm/px) and models learn across them without resampling.
+RESAMPLE_TOLERANCE = 0.15
+
+
+def resample_zoom(slide_mpp: float | None, model_mpp: float | None) -> float:
+    """Model pixels per slide pixel (slide µm/px over model µm/px); 1.0 if either is unknown or they are close.
+
+    A 20x slide (0.5 µm/px) under a model trained at 40x (0.25 µm/px) gives 2.0: tiles are enlarged twice
+    before the model sees them, so a mitosis has the size in pixels the model learnt.
+    """
+    if not slide_mpp or not model_mpp or slide_mpp <= 0 or model_mpp <= 0:
+        return 1.0
+    zoom = float(slide_mpp) / float(model_mpp)
+    return 1.0 if abs(zoom - 1.0) <= RESAMPLE_TOLERANCE else zoom
 
 
 class SlideLike(Protocol):
@@ -136,6 +151,7 @@ class Detector:
         tile_size: int = 512,
         overlap: int = 64,
         nms_iou: float = 0.5,
+        resample: bool = True,
     ) -> None:
         if model_path is None:
             if not DEMO_MODEL_PATH.is_file():
@@ -145,7 +161,9 @@ class Detector:
             model_path = DEMO_MODEL_PATH
         device_chosen = choose_device(device)
         model, info = load_model(model_path, mmdet_config)
-        self._setup(model, info, device_chosen, score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou)
+        self._setup(
+            model, info, device_chosen, score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou, resample
+        )
 
     @classmethod
     def from_model(
@@ -160,13 +178,15 @@ class Detector:
         tile_size: int = 512,
         overlap: int = 64,
         nms_iou: float = 0.5,
+        resample: bool = True,
     ) -> Detector:
         """A detector around a model already in memory (e.g. one just trained), without a checkpoint file."""
         if info is None:
             info = ModelInfo(path=Path("<in memory>"), format="in-memory", config=model.config)
         detector = cls.__new__(cls)
         detector._setup(
-            model, info, choose_device(device), score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou
+            model, info, choose_device(device), score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou,
+            resample,
         )
         return detector
 
@@ -181,6 +201,7 @@ class Detector:
         tile_size: int,
         overlap: int,
         nms_iou: float,
+        resample: bool = True,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ModelError(f"batch size must be at least 1, not {batch_size}.")
@@ -199,6 +220,7 @@ class Detector:
         self.tile_size = tile_size
         self.overlap = overlap
         self.nms_iou = nms_iou
+        self.resample = resample
         self.batch_size = batch_size if batch_size is not None else self._default_batch_size()
 
     @property
@@ -222,6 +244,15 @@ class Detector:
         per_tile = _BYTES_PER_TILE[(self.info.config.block_type, self.use_amp)] * (self.tile_size / 512) ** 2
         return int(max(1, min(_MAX_BATCH, free * 0.8 // per_tile)))
 
+    @property
+    def model_mpp(self) -> float | None:
+        """Pixel spacing (µm/px) the model learnt at, from its configuration."""
+        return self.info.config.mpp
+
+    def zoom_for(self, slide: SlideLike) -> float:
+        """How much tiles of ``slide`` are enlarged (>1) or shrunk (<1) before the model sees them."""
+        return resample_zoom(getattr(slide, "mpp", None), self.model_mpp) if self.resample else 1.0
+
     def detect(self, slide: SlideLike, region: Region | None = None) -> Detections:
         """All detections in ``region`` (level-0 x, y, w, h; None = the whole slide) with score ≥ ``score_thr``."""
         merged = Detections(class_names=self.class_names)
@@ -234,7 +265,12 @@ class Detector:
     ) -> Iterator[DetectionProgress]:
         """Yield one :class:`DetectionProgress` per batch of tiles; stop early when ``cancel`` is set."""
         region = clip_region(slide, region)
-        tiles = plan_tiles(region, self.tile_size, self.overlap)
+        # Tiles are cut in slide pixels so that, resampled to the model's pixel spacing, they are tile_size
+        # px with overlap px shared: what the model was trained and tuned on.
+        zoom = self.zoom_for(slide)
+        read_size = max(1, round(self.tile_size / zoom))
+        read_overlap = min(round(self.overlap / zoom), read_size - 1)
+        tiles = plan_tiles(region, read_size, read_overlap)
         cores = tile_cores(tiles, region)
         already_read: dict[int, np.ndarray] = {}
         od_matrix = self._fit_stains(slide, tiles, already_read) if self.stain_normalize else None
@@ -248,7 +284,7 @@ class Detector:
                 already_read.pop(done + i) if done + i in already_read else _read_rgb(slide, tile)
                 for i, tile in enumerate(batch)
             ]
-            found = self._run_batch(images, od_matrix)
+            found = self._run_batch(images, od_matrix, zoom)
             in_slide = [
                 keep_centres_in(d.translated(tile[0], tile[1]), core)
                 for d, tile, core in zip(found, batch, cores[done : done + len(batch)])
@@ -276,10 +312,10 @@ class Detector:
         matrix = normalizer.od_matrix()
         return None if matrix is None else torch.as_tensor(matrix, dtype=torch.float32, device=self.device)
 
-    def _run_batch(self, images: list[np.ndarray], od_matrix: torch.Tensor | None) -> list[Detections]:
+    def _run_batch(self, images: list[np.ndarray], od_matrix: torch.Tensor | None, zoom: float = 1.0) -> list[Detections]:
         """Run the model on a batch; out of GPU memory, retry in halves, then raise ModelError."""
         try:
-            return self._forward(images, od_matrix)
+            return self._forward(images, od_matrix, zoom)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -289,24 +325,37 @@ class Detector:
                 ) from None
             self.batch_size = max(1, len(images) // 2)
             half = len(images) // 2
-            return self._run_batch(images[:half], od_matrix) + self._run_batch(images[half:], od_matrix)
+            return self._run_batch(images[:half], od_matrix, zoom) + self._run_batch(images[half:], od_matrix, zoom)
 
     @torch.inference_mode()
-    def _forward(self, images: list[np.ndarray], od_matrix: torch.Tensor | None) -> list[Detections]:
+    def _forward(self, images: list[np.ndarray], od_matrix: torch.Tensor | None, zoom: float = 1.0) -> list[Detections]:
         tensors = [
             torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
             for image in images
         ]
         if od_matrix is not None:
             tensors = [normalize_stains(t, od_matrix) for t in tensors]
+        scales = [(1.0, 1.0)] * len(tensors)
+        if zoom != 1.0:
+            tensors, scales = zip(*(resample_tile(t, zoom) for t in tensors))
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
-            outputs = self.model(tensors)
-        return [
-            Detections(
-                out["boxes"].float().cpu().numpy(),
-                out["scores"].float().cpu().numpy(),
-                out["labels"].cpu().numpy(),
-                self.class_names,
+            outputs = self.model(list(tensors))
+        found = []
+        for out, (sx, sy) in zip(outputs, scales):
+            boxes = out["boxes"].float().cpu().numpy()
+            if (sx, sy) != (1.0, 1.0):
+                boxes = boxes / np.array([sx, sy, sx, sy], dtype=np.float32)
+            found.append(
+                Detections(boxes, out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy(), self.class_names)
             )
-            for out in outputs
-        ]
+        return found
+
+
+def resample_tile(image: torch.Tensor, zoom: float) -> tuple[torch.Tensor, tuple[float, float]]:
+    """A (3, H, W) float tile resized by ``zoom`` (antialiased when shrinking) and its exact x, y scale factors."""
+    height, width = image.shape[-2:]
+    new_h, new_w = max(1, round(height * zoom)), max(1, round(width * zoom))
+    resized = torch.nn.functional.interpolate(
+        image[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=zoom < 1.0
+    )[0]
+    return resized, (new_w / width, new_h / height)

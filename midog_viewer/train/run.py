@@ -10,10 +10,12 @@ scheduler and position, plain tensors and numbers only, read back with ``weights
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import torch
 
 from midog_viewer.errors import ModelError, TrainingError
 from midog_viewer.train.data import DataSpec, Split, gather, resolve_paths
-from midog_viewer.train.dataset import PatchDataset, collate
+from midog_viewer.train.dataset import LabelledImage, PatchDataset, collate
 from midog_viewer.train.model import build_model, write_checkpoint
 from midog_viewer.train.progress import ProgressWriter
 from midog_viewer.train.recipe import Augmenter, Recipe, lr_factor
@@ -98,6 +100,7 @@ def train(
     data = resolve_paths(data)
     split = gather(data)
     model, model_config = build_model(config, init, recipe.model_overrides())
+    model_config = dataclasses.replace(model_config, mpp=training_mpp(split.train, model_config.mpp))
     baseline = baseline if baseline is not None else init
     baseline_model = build_model(None, baseline)[0] if baseline is not None and baseline != init else None
     state = _load_state(Path(resume)) if resume is not None else None
@@ -120,6 +123,15 @@ def train(
     elif baseline is not None:
         loop.evaluate_baseline(baseline_model if baseline_model is not None else model)
     return loop.run()
+
+
+def training_mpp(images: Sequence[LabelledImage], default: float | None) -> float | None:
+    """The pixel spacing the model learns at: the median of the training images' (``default`` if none is known).
+
+    The checkpoint records it, so the detector can resample slides scanned at another resolution.
+    """
+    known = [float(im.mpp) for im in images if im.mpp]
+    return round(float(statistics.median(known)), 4) if known else default
 
 
 class _Loop:
@@ -147,6 +159,7 @@ class _Loop:
             augment=Augmenter(recipe),
             stain=self.stain,
             patches_per_object=recipe.patches_per_object,
+            random_patches_per_image=recipe.random_patches_per_image,
             min_visible=recipe.min_crop_visible,
             seed=recipe.seed,
         )

@@ -22,7 +22,8 @@ def test_json_output_reproduces_mmdet_on_a_512_tile(shared_data, tmp_path, capsy
     assert status == 0, captured.err
     assert "1/1 tiles" in captured.err
     document = json.loads(out.read_text())
-    assert set(document) == {"slide", "model", "detections"}
+    assert set(document) == {"slide", "model", "resample_zoom", "detections"}
+    assert document["resample_zoom"] == 1.0  # a PNG has no pixel spacing: tiles are used as read
     expected = json.loads((folder / "reference_outputs.json").read_text())["images"][0]["pred_instances"]
     names = ("mitotic figure", "hard negative")
     wanted = [(box, score, names[label]) for box, score, label in
@@ -46,6 +47,26 @@ def test_csv_output_with_a_region(shared_data, tiny_checkpoint, tmp_path, capsys
     for row in rows:
         assert 100 <= float(row["x1"]) <= float(row["x2"]) <= 400
         assert row["label"] in ("mitotic figure", "hard negative")
+
+
+def test_a_20x_tiff_is_resampled_to_the_models_spacing_and_says_so(tiny_checkpoint, tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    slide = tmp_path / "twenty_x.tif"
+    pixels = np.full((300, 400, 3), 230, np.uint8)
+    tifffile.imwrite(slide, pixels, photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    out = tmp_path / "dets.json"
+    status = main(["detect", str(slide), "--model", str(tiny_checkpoint), "--device", "cpu", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "slide at 0.500 µm/px, model at 0.250 µm/px: tiles resampled x2.00" in captured.err
+    assert "4/4 tiles" in captured.err  # 400 x 300 px in 256 px tiles (512 px for the model): 2 x 2
+    assert json.loads(out.read_text())["resample_zoom"] == 2.0
+    status = main(["detect", str(slide), "--model", str(tiny_checkpoint), "--device", "cpu", "--no-resample",
+                   "--out", str(out)])
+    assert status == 0 and "1/1 tiles" in capsys.readouterr().err
+    assert json.loads(out.read_text())["resample_zoom"] == 1.0
 
 
 @pytest.mark.parametrize(

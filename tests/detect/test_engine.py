@@ -7,32 +7,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-from detect_standins import StandInSlide
+from detect_standins import DarkBlobModel, StandInSlide
 from torch import nn
 
 from midog_viewer.detect import Detections, Detector
 from midog_viewer.detect.engine import DEMO_MODEL_PATH, choose_device
 from midog_viewer.errors import ModelError, SlideError
-
-
-class DarkBlobModel(nn.Module):
-    """Stands in for the network: reports the bounding box of the dark pixels of each tile it is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[list[tuple[int, int]]] = []
-
-    def forward(self, images):
-        self.calls.append([tuple(im.shape[1:]) for im in images])
-        outputs = []
-        for image in images:
-            ys, xs = torch.nonzero(image.mean(0) < 60, as_tuple=True)
-            if ys.numel():
-                box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()[None]
-                outputs.append({"boxes": box, "scores": torch.tensor([0.9]), "labels": torch.tensor([0])})
-            else:
-                outputs.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)})
-        return outputs
 
 
 def _slide_with_blob(width, height, x0, y0, size=40):

@@ -182,3 +182,34 @@ def test_resume_follows_the_new_recipe(tmp_path):
     assert second.status == "done" and second.epochs_done == 2 and second.step == 2 * first.step
     steps = [e for e in read_progress(tmp_path / "run") if e["event"] == "step" and e["step"] > first.step]
     assert steps and all(e["lr"] == pytest.approx(0.001) for e in steps)
+
+
+@pytest.mark.slow
+def test_random_background_patches_train_with_finite_losses(tmp_path, capsys):
+    """Patches at random positions (many without any labelled object) join the epoch and train cleanly."""
+    out = tmp_path / "run"
+    code = main(["train", "--synthetic", "3", "--synthetic-size", "256", "--val-fraction", "0.34", *FAST,
+                 "--epochs", "1", "--random-patches", "4", "--out", str(out), "--quiet", "--json"])
+    assert code == 0
+    events = read_progress(out)
+    start = next(e for e in events if e["event"] == "start")
+    run = json.loads((out / "run.json").read_text())
+    assert run["recipe"]["random_patches_per_image"] == 4
+    from midog_viewer.train.data import DataSpec, gather
+
+    split = gather(DataSpec.from_dict(run["data"]))
+    objects = sum(len(im.boxes) for im in split.train)
+    assert start["train_patches"] == objects + 4 * len(split.train)
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert losses and all(np.isfinite(losses))
+    assert load_model(out / "best.safetensors")[1].config.mpp == 0.25  # the synthetic fields' spacing
+
+
+def test_the_model_records_the_median_pixel_spacing_it_learnt_at():
+    from types import SimpleNamespace
+
+    from midog_viewer.train.run import training_mpp
+
+    images = [SimpleNamespace(mpp=m) for m in (0.2425, 0.2273, 0.25, 0.0)]  # 0.0: unknown, left out
+    assert training_mpp(images, 0.25) == 0.2425
+    assert training_mpp([SimpleNamespace(mpp=0.0)], 0.25) == 0.25
