@@ -28,9 +28,10 @@ from midog_viewer.detect.tiling import (
     sort_by_score,
     tile_cores,
 )
+from midog_viewer._resources import resource_path
 from midog_viewer.errors import ModelError, SlideError
 
-DEMO_MODEL_PATH = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo-tiny.safetensors"
+DEMO_MODEL_PATH = resource_path("models", "demo-tiny.safetensors")
 #: At most this many tiles (spread over the region) are read to fit the stain normalisation.
 STAIN_FIT_TILES = 16
 #: Rough peak GPU memory per 512 × 512 tile in inference, by backbone block type and precision (bytes).

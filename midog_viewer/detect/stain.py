@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from midog_viewer._resources import resource_path
 from midog_viewer.errors import ModelError
 
 #: Background intensity, angular percentile and optical-density threshold of Macenko et al. (2009).
@@ -23,7 +24,7 @@ MIN_TISSUE_PIXELS = 500
 #: The region's pixels are subsampled to at most this many for the fit.
 MAX_FIT_PIXELS = 262_144
 
-REFERENCE_PATH = Path(__file__).resolve().parents[2] / "resources" / "stain" / "macenko_reference.json"
+REFERENCE_PATH = resource_path("stain", "macenko_reference.json")
 
 
 @dataclass(frozen=True)
