@@ -285,6 +285,9 @@ class ReviewWidget(QWidget):
 
         self.detector = Detector(path, score_thr=DETECTION_FLOOR, mmdet_config=mmdet_config)
         self.model_label = str(self.detector.info.path)
+        # Start from the model's operating point (chosen on validation when it was trained here).
+        operating = min(max(self.detector.info.config.score_threshold, DETECTION_FLOOR), 1.0)
+        self.threshold.setValue(round(operating * 100))
         self._show_model()
 
     def use_model(self, path: str) -> None:

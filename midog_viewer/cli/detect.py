@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="mmdet .py config of an mmdet checkpoint (default: the config stored in the .pth)")
     parser.add_argument("--region", metavar="X,Y,W,H", help="level-0 region to search (default: the whole slide)")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda, then mps, then cpu")
-    parser.add_argument("--score-thr", type=float, default=0.5, metavar="T", help="minimum score (default 0.5)")
+    parser.add_argument("--score-thr", type=float, metavar="T",
+                        help="minimum score (default: the model's operating point, 0.5 if it records none)")
     parser.add_argument("--no-stain", action="store_true", help="skip Macenko stain normalisation")
     parser.add_argument("--no-resample", action="store_true",
                         help="read tiles as they are, even if the slide's µm/px differs from the model's")

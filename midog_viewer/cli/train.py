@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="RoIs sampled per patch for the heads (default: the configuration's; fewer is faster)")
     run.add_argument("--random-patches", type=int, metavar="N",
                      help="also N patches per image at random positions, for the background (default 0)")
+    run.add_argument("--tune-threshold", action="store_true",
+                     help="choose the score threshold with the best validation F1 each epoch and store it in the "
+                          "checkpoint as the model's operating point (default: F1 at 0.5)")
     run.add_argument("--log-every", type=int, metavar="STEPS", help="steps between progress lines (default 10)")
     run.add_argument("--workers", type=int, help="data-loading worker processes (default 0)")
     run.add_argument("--seed", type=int, help="seed of patch positions, augmentation and the random split")
@@ -148,6 +151,8 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "stain_normalise": False if args.no_stain else None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.tune_threshold:
+        overrides["val_score_threshold"] = None
     if args.resume:
         from midog_viewer.train import saved_recipe
 

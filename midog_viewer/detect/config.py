@@ -86,6 +86,9 @@ class CascadeConfig:
     test_score_thr: float = 0.05
     test_nms_iou: float = 0.5
     test_max_per_img: int = 100
+    #: Operating point: detections scoring at least this are offered as candidates by default (``detect``'s
+    #: --score-thr, the review dock's slider). Training may choose it on validation images; 0.5 otherwise.
+    score_threshold: float = 0.5
     #: Pixel spacing (µm/px) of the images the model learnt from. The detector resamples tiles of a slide
     #: scanned at a clearly different spacing (a 20x slide at 0.5 µm/px) to it; None leaves tiles as read.
     #: 0.25 is MIDOG's 40x (0.23-0.25 µm/px), also assumed for mmdet checkpoints, which do not record it.
@@ -121,6 +124,8 @@ class CascadeConfig:
             raise ModelError(f"the {n} cascade stages need {n} target_stds and {n} loss weights.")
         if self.num_classes < 1:
             raise ModelError("the model needs at least one class name.")
+        if not (isinstance(self.score_threshold, (int, float)) and 0.0 <= self.score_threshold <= 1.0):
+            raise ModelError(f"the model's score threshold must lie in [0, 1], not {self.score_threshold!r}.")
         if self.mpp is not None and not (isinstance(self.mpp, (int, float)) and 0 < self.mpp < 100):
             raise ModelError(f"the model's pixel spacing must be a positive number of µm/px, not {self.mpp!r}.")
 

@@ -144,7 +144,7 @@ class Detector:
         self,
         model_path: str | Path | None = None,
         device: str | None = None,
-        score_thr: float = 0.5,
+        score_thr: float | None = None,
         stain_normalize: bool = True,
         batch_size: int | None = None,
         *,
@@ -172,7 +172,7 @@ class Detector:
         model: CascadeRCNN,
         info: ModelInfo | None = None,
         device: str | None = None,
-        score_thr: float = 0.5,
+        score_thr: float | None = None,
         stain_normalize: bool = True,
         batch_size: int | None = None,
         *,
@@ -196,7 +196,7 @@ class Detector:
         model: CascadeRCNN,
         info: ModelInfo,
         device: torch.device,
-        score_thr: float,
+        score_thr: float | None,
         stain_normalize: bool,
         batch_size: int | None,
         tile_size: int,
@@ -216,7 +216,8 @@ class Detector:
         else:
             model = model.to(device)
         self.model = model.eval()
-        self.score_thr = float(score_thr)
+        # None: the model's own operating point (chosen on validation when it was trained here).
+        self.score_thr = float(info.config.score_threshold if score_thr is None else score_thr)
         self.stain_normalize = stain_normalize
         self.tile_size = tile_size
         self.overlap = overlap

@@ -64,8 +64,9 @@ class Recipe:
     log_every: int = 10
     #: Keep only this many per-epoch checkpoints (0 keeps all); ``best`` and ``last`` are always kept.
     keep_epoch_checkpoints: int = 0
-    #: Score threshold for "mitotic figure" predictions when computing the validation F1.
-    val_score_threshold: float = 0.5
+    #: Score threshold for "mitotic figure" predictions when computing the validation F1; None chooses, per
+    #: epoch, the threshold with the best validation F1, and the checkpoint records it as its operating point.
+    val_score_threshold: float | None = 0.5
 
     def __post_init__(self) -> None:
         self.lr_decay_epochs = tuple(int(e) for e in self.lr_decay_epochs)
@@ -77,6 +78,8 @@ class Recipe:
             raise TrainingError(f"the learning rate must be positive, got {self.lr}.")
         if self.patch_size < 64 or min(self.scales) < 32:
             raise TrainingError("the patch size and scales leave a patch smaller than 32 px.")
+        if self.val_score_threshold is not None and not 0.0 <= self.val_score_threshold <= 1.0:
+            raise TrainingError(f"the validation score threshold must lie in [0, 1], not {self.val_score_threshold}.")
         if not 0.0 < self.min_crop_visible <= 1.0:
             raise TrainingError("min_crop_visible must be in (0, 1].")
 

@@ -344,6 +344,8 @@ class _Loop:
 
     def _end_epoch(self, scores: dict[str, Any]) -> None:
         name = f"epoch_{self.epoch:03d}.safetensors"
+        # The checkpoint's operating point is the threshold its validation F1 was taken at.
+        self.model_config = dataclasses.replace(self.model_config, score_threshold=scores["score_threshold"])
         self._checkpoint(name, epoch=self.epoch, val_f1=scores["f1"])
         self._checkpoint("last.safetensors", epoch=self.epoch, val_f1=scores["f1"])
         improved = self.best_f1 is None or scores["f1"] > self.best_f1
@@ -381,7 +383,8 @@ class _Loop:
         metrics = {
             "status": status,
             "metric": "MIDOG F1 (hit within 7.5 um, mitotic-figure detections with score >= threshold)",
-            "score_threshold": self.recipe.val_score_threshold,
+            "score_threshold": (best or {}).get("score_threshold", self.recipe.val_score_threshold),
+            "score_threshold_chosen_on_validation": self.recipe.val_score_threshold is None,
             "val_f1": self.best_f1,
             "best_epoch": self.best_epoch,
             "best": best,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -243,11 +243,12 @@ def test_use_this_model_in_the_training_panel_makes_it_the_review_model(review, 
     torch.manual_seed(0)
     run = tmp_path / "runs" / "run-1"
     run.mkdir(parents=True)
-    save_checkpoint(build_cascade_rcnn(CascadeConfig.named("tiny")), run / "best.safetensors",
-                    CascadeConfig.named("tiny"), {"trained_on": "nothing (test)"})
+    tuned = dataclasses.replace(CascadeConfig.named("tiny"), score_threshold=0.35)  # chosen on validation
+    save_checkpoint(build_cascade_rcnn(tuned), run / "best.safetensors", tuned, {"trained_on": "nothing (test)"})
     panel.run_dir = run
     with qtbot.waitSignal(panel.model_ready) as ready:
         panel.use_model()
     assert ready.args == [str(run / "best.safetensors")]
     assert Path(widget.detector.info.path) == run / "best.safetensors"
     assert widget.model_name.text() == "Model: best.safetensors"
+    assert widget.score_threshold == 0.35  # the slider starts at the new model's operating point

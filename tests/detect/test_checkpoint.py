@@ -63,3 +63,16 @@ def test_weights_of_another_architecture_are_named(tiny_config, tmp_path):
 def test_save_refuses_other_suffixes(tiny_model, tiny_config, tmp_path):
     with pytest.raises(ModelError, match=".safetensors"):
         save_checkpoint(tiny_model, tmp_path / "m.pth", tiny_config, {})
+
+
+def test_the_detector_starts_from_the_checkpoints_operating_point(tiny_model, tiny_config, tmp_path):
+    import dataclasses
+
+    from midog_viewer.detect import Detector
+
+    tuned = dataclasses.replace(tiny_config, score_threshold=0.35)
+    path = save_checkpoint(tiny_model, tmp_path / "tuned.safetensors", tuned, {})
+    assert Detector(path, device="cpu").score_thr == 0.35
+    assert Detector(path, device="cpu", score_thr=0.6).score_thr == 0.6  # an explicit threshold wins
+    with pytest.raises(ModelError, match="score threshold"):
+        dataclasses.replace(tiny_config, score_threshold=1.5)

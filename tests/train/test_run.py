@@ -186,10 +186,11 @@ def test_resume_follows_the_new_recipe(tmp_path):
 
 @pytest.mark.slow
 def test_random_background_patches_train_with_finite_losses(tmp_path, capsys):
-    """Patches at random positions (many without any labelled object) join the epoch and train cleanly."""
+    """Patches at random positions (many without any labelled object) join the epoch and train cleanly;
+    the tuned score threshold is stored in the checkpoint."""
     out = tmp_path / "run"
     code = main(["train", "--synthetic", "3", "--synthetic-size", "256", "--val-fraction", "0.34", *FAST,
-                 "--epochs", "1", "--random-patches", "4", "--out", str(out), "--quiet", "--json"])
+                 "--epochs", "1", "--random-patches", "4", "--tune-threshold", "--out", str(out), "--quiet", "--json"])
     assert code == 0
     events = read_progress(out)
     start = next(e for e in events if e["event"] == "start")
@@ -202,7 +203,15 @@ def test_random_background_patches_train_with_finite_losses(tmp_path, capsys):
     assert start["train_patches"] == objects + 4 * len(split.train)
     losses = [e["loss"] for e in events if e["event"] == "step"]
     assert losses and all(np.isfinite(losses))
-    assert load_model(out / "best.safetensors")[1].config.mpp == 0.25  # the synthetic fields' spacing
+    best_config = load_model(out / "best.safetensors")[1].config
+    assert best_config.mpp == 0.25  # the synthetic fields' spacing
+    # --tune-threshold: the threshold of the best validation F1 becomes the checkpoint's operating point.
+    from midog_viewer.train.validate import CANDIDATE_THRESHOLDS
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["score_threshold_chosen_on_validation"] is True
+    assert metrics["score_threshold"] in CANDIDATE_THRESHOLDS
+    assert best_config.score_threshold == metrics["score_threshold"] == metrics["best"]["score_threshold"]
 
 
 def test_the_model_records_the_median_pixel_spacing_it_learnt_at():
