@@ -152,7 +152,7 @@ class TrainingWidget(QWidget):
         self.device_box = QComboBox()
         self.device_box.addItems(_devices())
         form.addRow("Device", self.device_box)
-        self.extra_edit = QLineEdit(placeholderText="e.g. --batch-size 2 --lr 0.005")
+        self.extra_edit = QLineEdit(placeholderText="e.g. --tune-threshold --random-patches 8 --lr 0.005")
         form.addRow("Extra options", self.extra_edit)
         layout.addWidget(model)
 
