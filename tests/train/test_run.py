@@ -222,3 +222,29 @@ def test_the_model_records_the_median_pixel_spacing_it_learnt_at():
     images = [SimpleNamespace(mpp=m) for m in (0.2425, 0.2273, 0.25, 0.0)]  # 0.0: unknown, left out
     assert training_mpp(images, 0.25) == 0.2425
     assert training_mpp([SimpleNamespace(mpp=0.0)], 0.25) == 0.25
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_20x_images_is_validated_and_saved_at_20x(tmp_path, monkeypatch):
+    """Images at 0.5 µm/px: validation does not resample them, and the checkpoint records 0.5."""
+    import midog_viewer.detect.engine as engine
+    import midog_viewer.train.data as data_module
+    from midog_viewer.train import DataSpec, Recipe, train
+    from midog_viewer.train.dataset import synthetic_images
+
+    def at_20x(*args, **kwargs):
+        images = synthetic_images(*args, **kwargs)
+        for image in images:
+            image.mpp = 0.5
+        return images
+
+    monkeypatch.setattr(data_module, "synthetic_images", at_20x)
+    asked: list[tuple[float, float]] = []
+    real_zoom = engine.resample_zoom
+    monkeypatch.setattr(engine, "resample_zoom", lambda s, m: asked.append((s, m)) or real_zoom(s, m))
+    recipe = Recipe(epochs=1, patch_size=128, rcnn_samples=32, batch_size=2, warmup_steps=2, log_every=1)
+    result = train(DataSpec(synthetic=3, synthetic_size=256, val_fraction=0.34), tmp_path / "run", config="tiny",
+                   recipe=recipe)
+    assert result.status == "done"
+    assert asked and all(pair == (0.5, 0.5) for pair in asked)  # validation images seen at zoom 1
+    assert load_model(result.best_checkpoint)[1].config.mpp == 0.5
