@@ -252,3 +252,43 @@ def test_use_this_model_in_the_training_panel_makes_it_the_review_model(review, 
     assert Path(widget.detector.info.path) == run / "best.safetensors"
     assert widget.model_name.text() == "Model: best.safetensors"
     assert widget.score_threshold == 0.35  # the slider starts at the new model's operating point
+
+
+def test_the_file_menu_imports_annotations_through_the_review_dock(review, tmp_path, monkeypatch):
+    from napari._app_model import get_app_model
+
+    from midog_viewer._qt import menus
+
+    viewer, widget = review
+    viewer.window.add_dock_widget(widget, name="Mitosis review")
+    entries = [getattr(item, "command", None) for item in get_app_model().menus.get_menu("napari/file/io_utilities")]
+    assert "midog-viewer.import_annotations" in [c.id for c in entries if c is not None]
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,label,x,y\nsmall_hpf.tiff,mitosis,100,100\n")
+    monkeypatch.setattr(
+        "midog_viewer._qt.review_widget.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
+    )
+    before = len(widget.session.table)
+    menus.import_annotations(viewer)
+    table = widget.session.table
+    assert len(table) == before + 1
+    assert [75, 75, 125, 125] in table.boxes.tolist()
+    assert menus.review_dock(viewer) is widget  # the open dock is used, not a second one
+
+
+def test_the_file_menu_opens_the_review_dock_and_asks_for_an_image_first(make_napari_viewer, tmp_path, monkeypatch):
+    from midog_viewer._qt import menus
+
+    monkeypatch.setenv("MIDOG_VIEWER_DB", str(tmp_path / "reviews.sqlite"))
+    viewer = make_napari_viewer()
+    shown = []
+    monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,label,x,y\nsmall_hpf.tiff,mitosis,100,100\n")
+    monkeypatch.setattr(
+        "midog_viewer._qt.review_widget.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
+    )
+    menus.import_annotations(viewer)
+    assert isinstance(viewer.window._qt_window.findChild(ReviewWidget), ReviewWidget)
+    assert shown == ["Open the image the annotations belong to before importing them."]
