@@ -694,8 +694,11 @@ class ReviewWidget(QWidget):
             return
         if self._counts_worker is not None:  # one at a time; count again when it is done
             self._counts_stale = True
-            return
-        request = (self.session, self._reader(), self.visible_region(), self.current_hpf(), self.counts_panel.hpf_area.value(),
+            if not wait:
+                return
+        # A worker reads through its own connection; counting here uses the main one (a worker may be in flight).
+        reader = self.store if wait else self._reader()
+        request = (self.session, reader, self.visible_region(), self.current_hpf(), self.counts_panel.hpf_area.value(),
                    self.score_threshold)
         if wait:
             self._show_figures(_figures(*request))
