@@ -91,6 +91,12 @@ def _reports_errors(method):
     return wrapper
 
 
+def _bounding_rectangle(vertices: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, w, h) of a shape's (row, column) vertices."""
+    (y0, x0), (y1, x1) = np.min(vertices, axis=0)[-2:], np.max(vertices, axis=0)[-2:]
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
 def _figures(session: ReviewSession, reader: ReviewStore, view, hpf, hpf_mm2: float, threshold: float) -> dict:
     """Everything the counts panel shows, read through ``reader`` (its own connection: in WAL mode it
     never blocks the decisions the GUI thread writes meanwhile). Runs in a worker thread."""
@@ -756,19 +762,40 @@ class ReviewWidget(QWidget):
         self._keep_boxes_active()
 
     def _show_fields(self) -> None:
-        """Draw the HPF rectangles the reviewer marked on this slide."""
+        """Draw the HPF rectangles marked on this slide in a layer where HPFs can also be drawn, moved, resized
+        and deleted by hand (napari's shape tools); the store follows every finished edit."""
         if self._fields_layer is not None and self._fields_layer in self.viewer.layers:
             self.viewer.layers.remove(self._fields_layer)
-        self._fields_layer = None
         fields = self.session.store.hpf_regions(self.session.slide_id)
-        if not fields:
-            return
         rectangles = [np.array([[f.y, f.x], [f.y + f.h, f.x + f.w]]) for f in fields]
         self._fields_layer = self.viewer.add_shapes(
-            rectangles, shape_type="rectangle", edge_color="magenta", face_color="transparent", edge_width=6,
+            rectangles or None, shape_type="rectangle", edge_color="magenta", face_color="transparent", edge_width=6,
             name="marked HPFs", **self._placement(),
         )
+        self._fields_layer.current_edge_color = "magenta"
+        self._fields_layer.current_face_color = "transparent"
+        self._fields_layer.events.data.connect(self._on_fields_edited)
         self._keep_boxes_active()
+
+    @_reports_errors
+    def _on_fields_edited(self, event) -> None:
+        """Store the marked HPFs as the layer now shows them (each shape counts by its bounding rectangle)."""
+        action = getattr(event.action, "value", event.action)
+        if action not in ("added", "removed", "changed") or self.session is None:
+            return
+        store, slide_id = self.session.store, self.session.slide_id
+        shown = [_bounding_rectangle(shape) for shape in self._fields_layer.data]
+        unmatched = [rect for rect in shown if rect[2] >= 1 and rect[3] >= 1]
+        for region in store.hpf_regions(slide_id):
+            stored = (region.x, region.y, region.w, region.h)
+            match = next((i for i, rect in enumerate(unmatched) if np.allclose(rect, stored, atol=0.5)), None)
+            if match is None:
+                store.delete_hpf(region.id)
+            else:
+                unmatched.pop(match)
+        for rect in unmatched:
+            store.add_hpf(slide_id, rect)
+        self.schedule_counts()
 
     def _keep_boxes_active(self) -> None:
         if self.overlay is not None:

@@ -292,3 +292,27 @@ def test_the_file_menu_opens_the_review_dock_and_asks_for_an_image_first(make_na
     menus.import_annotations(viewer)
     assert isinstance(viewer.window._qt_window.findChild(ReviewWidget), ReviewWidget)
     assert shown == ["Open the image the annotations belong to before importing them."]
+
+
+def test_hpfs_drawn_moved_and_deleted_by_hand_are_stored_at_once(review):
+    viewer, widget = review
+    layer = widget._fields_layer
+    assert layer is not None and len(layer.data) == 0  # there to draw in before any HPF is marked
+    store, slide_id = widget.session.store, widget.session.slide_id
+
+    def stored():
+        return sorted((r.x, r.y, r.w, r.h) for r in store.hpf_regions(slide_id))
+
+    layer.add_rectangles(np.array([[100.0, 200.0], [400.0, 600.0]]))  # rows, columns: y 100-400, x 200-600
+    assert stored() == [(200.0, 100.0, 400.0, 300.0)]
+    layer.add_rectangles(np.array([[0.0, 0.0], [50.0, 80.0]]))
+    assert stored() == [(0.0, 0.0, 80.0, 50.0), (200.0, 100.0, 400.0, 300.0)]
+    layer.selected_data = {0}
+    layer.data = [layer.data[0] + 10.0, layer.data[1]]  # the first one moved by 10 px
+    assert stored() == [(0.0, 0.0, 80.0, 50.0), (210.0, 110.0, 400.0, 300.0)]
+    layer.selected_data = {1}
+    layer.remove_selected()
+    assert stored() == [(210.0, 110.0, 400.0, 300.0)]
+    # What the store holds is what the counts use and what a reopened slide shows.
+    widget._show_fields()
+    assert len(widget._fields_layer.data) == 1
