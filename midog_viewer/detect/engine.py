@@ -206,6 +206,8 @@ class Detector:
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ModelError(f"batch size must be at least 1, not {batch_size}.")
+        if score_thr is not None and not 0.0 <= score_thr <= 1.0:
+            raise ModelError(f"the score threshold must lie between 0 and 1, not {score_thr}.")
         if not 0 <= overlap < tile_size:
             raise ModelError(f"tile overlap must be between 0 and {tile_size - 1} px, not {overlap}.")
         self.device = device

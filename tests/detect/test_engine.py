@@ -108,6 +108,8 @@ def test_bad_model_settings(tiny_checkpoint, tmp_path):
         Detector(tmp_path / "missing.safetensors", device="cpu")
     with pytest.raises(ModelError, match="batch size"):
         Detector(tiny_checkpoint, device="cpu", batch_size=0)
+    with pytest.raises(ModelError, match="score threshold must lie between 0 and 1"):
+        Detector(tiny_checkpoint, device="cpu", score_thr=2.0)
     with pytest.raises(ModelError, match="unknown device|unsupported device"):
         choose_device("tpu")
     if not torch.cuda.is_available():
