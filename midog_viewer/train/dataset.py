@@ -417,8 +417,7 @@ class PatchDataset(torch.utils.data.Dataset):
     def window(self, image: LabelledImage, object_index: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
         """The patch (x, y, w, h) for one object: random position containing it, or centred on it."""
         x1, y1, x2, y2 = image.boxes[object_index]
-        w = min(self.patch_size, image.width) if image.width else self.patch_size
-        h = min(self.patch_size, image.height) if image.height else self.patch_size
+        w, h = self._patch_shape(image)
         if generator is None:
             fx = fy = 0.5
         else:
@@ -428,10 +427,15 @@ class PatchDataset(torch.utils.data.Dataset):
         return x, y, w, h
 
 
-    def random_window(self, image: LabelledImage, generator: torch.Generator) -> tuple[int, int, int, int]:
-        """A patch (x, y, w, h) at a uniformly random position inside the image."""
+    def _patch_shape(self, image: LabelledImage) -> tuple[int, int]:
+        """Patch width and height: the patch size, or the image's side where it is smaller (and known)."""
         w = min(self.patch_size, image.width) if image.width else self.patch_size
         h = min(self.patch_size, image.height) if image.height else self.patch_size
+        return w, h
+
+    def random_window(self, image: LabelledImage, generator: torch.Generator) -> tuple[int, int, int, int]:
+        """A patch (x, y, w, h) at a uniformly random position inside the image."""
+        w, h = self._patch_shape(image)
         fx, fy = (float(v) for v in torch.rand(2, generator=generator))
         x = int(round(fx * max(image.width - w, 0)))
         y = int(round(fy * max(image.height - h, 0)))
