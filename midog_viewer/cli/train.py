@@ -21,7 +21,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = parser.add_argument_group("data (one or more sources; split by image)")
     data.add_argument("--db", action="append", default=[], metavar="DB", help="review database (repeatable)")
     data.add_argument("--coco", metavar="JSON", help="MIDOG COCO-style annotation file")
-    data.add_argument("--images", metavar="DIR", help="folder holding the images the --coco file names")
+    data.add_argument("--images", metavar="DIR", help="folder holding the images the --coco or --points file names")
+    data.add_argument("--points", metavar="CSV",
+                      help="CSV of object centres (image, x, y, class; optional mpp, slide) in the --images folder: "
+                           "crop data sets; images without a row are background; split by slide")
+    data.add_argument("--image-table", metavar="CSV",
+                      help="CSV naming every image of --points (file, and optional mpp, slide, source)")
     data.add_argument("--split", metavar="FILE", help="train_val_split.txt-style split of the --coco images")
     data.add_argument("--bbox-format", choices=("xyxy", "xywh"), default="xyxy",
                       help="bbox layout in --coco (MIDOG files: xyxy, the default; standard COCO: xywh)")
@@ -46,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="RoIs sampled per patch for the heads (default: the configuration's; fewer is faster)")
     run.add_argument("--random-patches", type=int, metavar="N",
                      help="also N patches per image at random positions, for the background (default 0)")
+    run.add_argument("--hed-jitter", type=float, metavar="S", help="stain augmentation strength (e.g. 0.05; default 0)")
+    run.add_argument("--blur", type=float, metavar="P", help="probability of a Gaussian blur (default 0)")
+    run.add_argument("--jpeg", type=float, metavar="P", help="probability of JPEG re-compression (default 0)")
+    run.add_argument("--field-density", type=float, metavar="PER_MM2",
+                     help="validate by the F1 implied on a field with this many mitoses per mm² (default with "
+                          "--points: 5.7, the MIDOG 2021 training set's)")
     run.add_argument("--tune-threshold", action="store_true",
                      help="choose the score threshold with the best validation F1 each epoch and store it in the "
                           "checkpoint as the model's operating point (default: F1 at 0.5)")
@@ -69,6 +80,8 @@ def handle_train(args: argparse.Namespace) -> int:
         images=args.images,
         split=args.split,
         bbox_format=args.bbox_format,
+        points=args.points,
+        image_table=args.image_table,
         synthetic=args.synthetic,
         synthetic_size=args.synthetic_size,
         val_fraction=args.val_fraction,
@@ -149,6 +162,10 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "seed": args.seed,
         "keep_epoch_checkpoints": args.keep_epochs,
         "stain_normalise": False if args.no_stain else None,
+        "hed_jitter": args.hed_jitter,
+        "blur_probability": args.blur,
+        "jpeg_probability": args.jpeg,
+        "val_field_mitoses_per_mm2": args.field_density,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.tune_threshold:
@@ -158,6 +175,11 @@ def _recipe(args: argparse.Namespace, recipe_cls):
 
         base = saved_recipe(args.resume).to_dict()
         return recipe_cls.from_dict({**base, **overrides})
+    if args.points is not None:  # crops: never enlarge them to a patch; judge them as fields
+        from midog_viewer.train.validate import REFERENCE_MITOSES_PER_MM2
+
+        overrides.setdefault("relative_scales", True)
+        overrides.setdefault("val_field_mitoses_per_mm2", REFERENCE_MITOSES_PER_MM2)
     return recipe_cls(**overrides)
 
 

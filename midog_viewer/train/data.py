@@ -22,8 +22,13 @@ from midog_viewer.train.dataset import (
     images_from_review_store,
     read_split_file,
     split_by_image,
+    split_by_slide,
     synthetic_images,
 )
+from midog_viewer.train.points import images_from_points
+
+
+NO_DATA = "no training data: give --db, --coco or --points with --images, or --synthetic."
 
 
 @dataclass
@@ -35,6 +40,9 @@ class DataSpec:
     images: str | None = None
     split: str | None = None
     bbox_format: str = "xyxy"
+    #: A CSV of object centres with the images in ``images`` (crop data sets), and its optional image table.
+    points: str | None = None
+    image_table: str | None = None
     synthetic: int = 0
     synthetic_seed: int = 0
     synthetic_size: int = 512
@@ -50,7 +58,7 @@ class DataSpec:
 
     @property
     def empty(self) -> bool:
-        return not self.dbs and self.coco is None and self.synthetic <= 0
+        return not self.dbs and self.coco is None and self.points is None and self.synthetic <= 0
 
 
 @dataclass
@@ -79,23 +87,30 @@ class Split:
 def gather(spec: DataSpec) -> Split:
     """Load every source, check labels and files, and split by image (the split file, or at random)."""
     if spec.empty:
-        raise TrainingError("no training data: give --db, --coco with --images, or --synthetic.")
-    if spec.coco is not None and spec.images is None:
-        raise TrainingError("--coco needs --images, the folder that holds the images it names.")
+        raise TrainingError(NO_DATA)
+    if spec.coco is not None and spec.points is not None:
+        raise TrainingError("give --coco or --points, not both: each names the images of --images.")
+    if (spec.coco is not None or spec.points is not None) and spec.images is None:
+        raise TrainingError("--coco and --points need --images, the folder that holds the images they name.")
+    if spec.image_table is not None and spec.points is None:
+        raise TrainingError("--image-table describes the images of a --points file; none was given.")
     if spec.split is not None and spec.coco is None:
         raise TrainingError("--split applies to the images of a --coco file; none was given.")
 
     split_file = read_split_file(spec.split) if spec.split is not None else None
     named: list[LabelledImage] = []  # split by the split file
     random_split: list[LabelledImage] = []  # split at random by image
+    by_slide: list[LabelledImage] = []  # split at random by slide (crop data sets)
     if spec.coco is not None:
         coco_images = images_from_coco(spec.coco, spec.images, spec.bbox_format)
         (named if split_file is not None else random_split).extend(coco_images)
+    if spec.points is not None:
+        by_slide.extend(images_from_points(spec.points, spec.images, spec.image_table))
     for db in spec.dbs:
         random_split.extend(images_from_review_store(db))
     if spec.synthetic > 0:
         random_split.extend(synthetic_images(spec.synthetic, spec.synthetic_seed, spec.synthetic_size))
-    check_labels(named + random_split)
+    check_labels(named + random_split + by_slide)
 
     train: list[LabelledImage] = []
     val: list[LabelledImage] = []
@@ -105,6 +120,10 @@ def gather(spec: DataSpec) -> Split:
         left_out = len(named) - len(train) - len(val)
     if random_split:
         more_train, more_val = split_by_image(random_split, spec.val_fraction, spec.seed)
+        train += more_train
+        val += more_val
+    if by_slide:
+        more_train, more_val = split_by_slide(by_slide, spec.val_fraction, spec.seed)
         train += more_train
         val += more_val
     check_labels(train)
@@ -124,4 +143,6 @@ def resolve_paths(spec: DataSpec) -> DataSpec:
         coco=absolute(spec.coco),
         images=absolute(spec.images),
         split=absolute(spec.split),
+        points=absolute(spec.points),
+        image_table=absolute(spec.image_table),
     )

@@ -43,6 +43,10 @@ class LabelledImage:
     mpp: float
     path: Path | None = None
     pixels: np.ndarray | None = field(default=None, repr=False)
+    #: Slide the image was cut from ("" when unknown): the split keeps a slide's images on one side.
+    slide: str = ""
+    #: Data set the image comes from ("" when unknown), for validation figures per source.
+    source: str = ""
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -248,7 +252,7 @@ def check_readable(images: Sequence[LabelledImage]) -> None:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise TrainingError(f"image not found: {missing[0].path}{more}.")
     for im in images:
-        if im.path is None:
+        if im.path is None or im.pixels is not None:  # in memory: read already
             continue
         try:
             slide = open_slide(im.path)
@@ -332,6 +336,52 @@ def split_by_image(
     return train, val
 
 
+def slide_group(image: LabelledImage) -> str:
+    """The split group of an image: its slide's name without extension ("" for every image of unknown slide)."""
+    return Path(image.slide).stem.lower() if image.slide else ""
+
+
+def split_by_slide(
+    images: Sequence[LabelledImage], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """A reproducible random split by slide, within each source: no slide has images on both sides.
+
+    Images of unknown slide form one group per source (they may share slides). In each source, slide
+    groups are drawn into validation in a seeded random order until it holds ``val_fraction`` of that
+    source's images; a group that alone would overshoot that share twice over stays in training. So every
+    source with several slides is validated on, and none leaks.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise TrainingError(f"the validation fraction must be between 0 and 1, got {val_fraction}.")
+    by_source: dict[str, dict[str, list[int]]] = {}
+    for i, image in enumerate(images):
+        by_source.setdefault(image.source, {}).setdefault(slide_group(image), []).append(i)
+    if sum(len(groups) for groups in by_source.values()) < 2:
+        raise TrainingError(
+            f"all {len(images)} images belong to one slide group: give a slide column so they can be split by slide."
+        )
+    rng = random.Random(seed)
+    side: dict[str, bool] = {}  # slide group -> in validation; a slide met in two sources stays on one side
+    val_index: set[int] = set()
+    for source in sorted(by_source):
+        groups = by_source[source]
+        order = sorted(groups)
+        rng.shuffle(order)
+        target = val_fraction * sum(len(members) for members in groups.values())
+        taken = sum(len(groups[name]) for name in order if name and side.get(name))
+        for name in order:
+            key = name or f"\0{source}"  # unknown slides: one group per source
+            if key not in side:
+                side[key] = len(groups) >= 2 and taken < target and len(groups[name]) <= 2 * target
+                taken += len(groups[name]) if side[key] else 0
+            if side[key]:
+                val_index.update(groups[name])
+    val = [im for i, im in enumerate(images) if i in val_index]
+    train = [im for i, im in enumerate(images) if i not in val_index]
+    _check_split(train, val, "the split by slide")
+    return train, val
+
+
 def _check_split(train: Sequence[LabelledImage], val: Sequence[LabelledImage], what: str) -> None:
     if not train or not val:
         raise TrainingError(
@@ -358,7 +408,8 @@ class PatchDataset(torch.utils.data.Dataset):
     augmentation applies; otherwise the object sits in the centre. ``random_patches_per_image`` adds that
     many patches per image at positions drawn anywhere in it (with whatever labelled boxes fall inside,
     often none): the seed trained on object patches only, which leaves the model little of the ordinary
-    tissue it must stay quiet on. Call :meth:`set_epoch` so every epoch draws new, reproducible positions
+    tissue it must stay quiet on; an image with no labelled object (background) always gets at least one.
+    Call :meth:`set_epoch` so every epoch draws new, reproducible positions
     and augmentations.
     """
 
@@ -385,8 +436,13 @@ class PatchDataset(torch.utils.data.Dataset):
         self.index = [
             (i, j) for i, im in enumerate(self.images) for j in range(len(im.boxes)) for _ in range(patches_per_object)
         ]
-        # Object index -1: a patch at a random position of the image.
-        self.index += [(i, -1) for i in range(len(self.images)) for _ in range(random_patches_per_image)]
+        # Object index -1: a patch at a random position of the image. An image without any labelled object
+        # (background) gets at least one such patch, or it would never be seen.
+        self.index += [
+            (i, -1)
+            for i, im in enumerate(self.images)
+            for _ in range(max(random_patches_per_image, 0 if len(im.boxes) else 1))
+        ]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -51,6 +51,16 @@ class Recipe:
     contrast: float = 0.2
     saturation: float = 0.1
     hue: float = 0.02
+    #: Scales resize a patch relative to its own size (``scale / patch_size``) instead of to that longest side:
+    #: for crop data sets, whose images are smaller than a patch and must not be enlarged to one.
+    relative_scales: bool = False
+    #: Stain augmentation in haematoxylin/eosin/DAB space (Tellez et al. 2018): each stain's amount is scaled by
+    #: 1 ± this and shifted by ± this (0 = off). Teaches the model other labs' and scanners' stains.
+    hed_jitter: float = 0.0
+    #: Probability of a Gaussian blur (sigma 0.1-1.5 px), as from a scanner slightly out of focus.
+    blur_probability: float = 0.0
+    #: Probability of JPEG re-compression at quality 50-95, as in scanners' tile formats.
+    jpeg_probability: float = 0.0
     stain_normalise: bool = True
     #: Mixed precision; used only on CUDA.
     amp: bool = True
@@ -67,6 +77,9 @@ class Recipe:
     #: Score threshold for "mitotic figure" predictions when computing the validation F1; None chooses, per
     #: epoch, the threshold with the best validation F1, and the checkpoint records it as its operating point.
     val_score_threshold: float | None = 0.5
+    #: For crop data sets: validate by the F1 implied on a field holding this many mitoses per mm² (see
+    #: :func:`midog_viewer.train.validate.field_scores`); None scores the validation images as they are.
+    val_field_mitoses_per_mm2: float | None = None
 
     def __post_init__(self) -> None:
         self.lr_decay_epochs = tuple(int(e) for e in self.lr_decay_epochs)
@@ -82,6 +95,13 @@ class Recipe:
             raise TrainingError(f"the validation score threshold must lie in [0, 1], not {self.val_score_threshold}.")
         if not 0.0 < self.min_crop_visible <= 1.0:
             raise TrainingError("min_crop_visible must be in (0, 1].")
+        density = self.val_field_mitoses_per_mm2
+        if density is not None and not (math.isfinite(density) and density > 0):
+            raise TrainingError(f"the field density must be a positive number of mitoses per mm², not {density}.")
+        if not 0.0 <= self.hed_jitter < 1.0:
+            raise TrainingError(f"the HED jitter must lie in [0, 1), not {self.hed_jitter}.")
+        if not (0.0 <= self.blur_probability <= 1.0 and 0.0 <= self.jpeg_probability <= 1.0):
+            raise TrainingError("blur and JPEG probabilities must lie in [0, 1].")
 
     @property
     def scales(self) -> tuple[int, ...]:
@@ -149,14 +169,41 @@ class Augmenter:
         if len(boxes) and _coin(generator) < r.crop_probability:
             img, bbs, labels = random_crop_keeping_boxes(img, bbs, labels, r.min_crop_visible, generator)
         scale = r.scales[int(torch.randint(len(r.scales), (1,), generator=generator))]
-        if scale != max(img.shape[-2:]):
-            size = _scaled_size(img.shape[-2:], scale)
+        longest = max(img.shape[-2:])
+        target = round(longest * scale / r.patch_size) if r.relative_scales else scale
+        if target != longest:
+            size = _scaled_size(img.shape[-2:], target)
             img, bbs = F.resize(img, list(size), antialias=True), F.resize(bbs, list(size))
+        if r.jpeg_probability and _coin(generator) < r.jpeg_probability:
+            img = tv_tensors.wrap(F.jpeg(img.as_subclass(torch.Tensor), int(50 + 45 * _coin(generator))), like=img)
+        if r.blur_probability and _coin(generator) < r.blur_probability:
+            sigma = 0.1 + 1.4 * _coin(generator)
+            img = F.gaussian_blur(img, [2 * math.ceil(2 * sigma) + 1] * 2, [sigma, sigma])
         # ColorJitter draws from torch's global generator: seed it from ours so runs are reproducible.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
             img = self._jitter(img)
-        return img.as_subclass(torch.Tensor).float(), bbs.as_subclass(torch.Tensor).float(), labels
+        out = img.as_subclass(torch.Tensor).float()
+        if r.hed_jitter:
+            out = hed_jitter(out, r.hed_jitter, generator)
+        return out, bbs.as_subclass(torch.Tensor).float(), labels
+
+
+#: Optical-density vectors of haematoxylin, eosin and DAB (rows), as in scikit-image's ``rgb_from_hed``.
+_RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_RGB_FROM_HED = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
+_HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
+
+
+def hed_jitter(image: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Scale and shift each stain's optical density of a float RGB (3, H, W) 0..255 image by random amounts."""
+    od = -torch.log((image.clamp(0, 255) + 1.0) / 256.0)  # (3, H, W)
+    stains = torch.einsum("chw,cs->shw", od, _HED_FROM_RGB)
+    alpha = 1.0 + strength * (2 * torch.rand(3, generator=generator) - 1)
+    beta = strength * (2 * torch.rand(3, generator=generator) - 1)
+    stains = stains * alpha.view(3, 1, 1) + beta.view(3, 1, 1)
+    od = torch.einsum("shw,sc->chw", stains, _RGB_FROM_HED)
+    return (256.0 * torch.exp(-od) - 1.0).clamp(0, 255)
 
 
 def random_crop_keeping_boxes(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from midog_viewer.errors import ModelError, TrainingError
-from midog_viewer.train.data import DataSpec, Split, gather, resolve_paths
+from midog_viewer.train.data import NO_DATA, DataSpec, Split, gather, resolve_paths
 from midog_viewer.train.dataset import LabelledImage, PatchDataset, collate
 from midog_viewer.train.model import build_model, write_checkpoint
 from midog_viewer.train.progress import ProgressWriter
@@ -90,7 +90,7 @@ def train(
             recipe = Recipe.from_dict(previous["recipe"])
     recipe = recipe or Recipe()
     if data is None:
-        raise TrainingError("no training data: give --db, --coco with --images, or --synthetic.")
+        raise TrainingError(NO_DATA)
     if config is None and init is None:
         raise TrainingError("name a model configuration (--config tiny|r50|x101-64x4d) or a checkpoint to fine-tune (--init).")
     if previous is None and (out_dir / STATE_FILE).exists():
@@ -339,6 +339,7 @@ class _Loop:
             self.device,
             score_threshold=self.recipe.val_score_threshold,
             stain_normalise=self.recipe.stain_normalise,
+            field_mitoses_per_mm2=self.recipe.val_field_mitoses_per_mm2,
             should_stop=self.should_stop,
         )
         model.train()

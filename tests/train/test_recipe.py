@@ -101,3 +101,33 @@ def test_random_crop_keeps_at_least_the_minimum_of_every_box(raw, seed):
     kept_area = (plain[:, 2] - plain[:, 0]) * (plain[:, 3] - plain[:, 1])
     full_area = (original[:, 2] - original[:, 0]) * (original[:, 3] - original[:, 1])
     assert (kept_area / full_area >= 0.3 - 1e-6).all()
+
+
+def test_relative_scales_never_enlarge_a_crop_to_a_patch():
+    recipe = Recipe(relative_scales=True, crop_probability=0.0)
+    augment = Augmenter(recipe)
+    image = torch.full((3, 128, 128), 128, dtype=torch.uint8)
+    boxes, labels = torch.tensor([[39.0, 39.0, 89.0, 89.0]]), torch.tensor([0])
+    sides = set()
+    for seed in range(30):
+        out, out_boxes, _ = augment(image, boxes, labels, torch.Generator().manual_seed(seed))
+        sides.add(out.shape[-1])
+        scale = out.shape[-1] / 128
+        assert float(out_boxes[0, 2] - out_boxes[0, 0]) == pytest.approx(50 * scale, rel=0.02)
+    assert min(sides) >= 96 and max(sides) <= 160 and len(sides) > 1  # 0.75-1.25 of the crop, not 384-640 px
+
+
+def test_stain_blur_and_jpeg_augmentation_keep_the_image_valid_and_vary_it():
+    from midog_viewer.train.recipe import hed_jitter
+
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    unchanged = hed_jitter(image.float(), 0.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(unchanged, image.float(), atol=0.01)
+    jittered = hed_jitter(image.float(), 0.1, torch.Generator().manual_seed(0))
+    assert 0 <= float(jittered.min()) and float(jittered.max()) <= 255 and (jittered - image.float()).abs().mean() > 1
+    augment = Augmenter(Recipe(hed_jitter=0.05, blur_probability=1.0, jpeg_probability=1.0, relative_scales=True))
+    out, _, _ = augment(image, torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64), torch.Generator().manual_seed(1))
+    assert out.dtype == torch.float32 and out.shape[0] == 3 and 0 <= float(out.min()) <= float(out.max()) <= 255
+    for bad in (dict(hed_jitter=1.5), dict(blur_probability=2.0), dict(val_field_mitoses_per_mm2=0.0)):
+        with pytest.raises(TrainingError):
+            Recipe(**bad)
