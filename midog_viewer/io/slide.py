@@ -114,28 +114,35 @@ def _is_dicom_file(head: bytes) -> bool:
 
 
 def _dicom_folder(path: Path) -> bool:
-    """A folder whose files include at least one DICOM file."""
+    """A folder whose files include at least one DICOM file (OSError when a file cannot be read)."""
     for child in sorted(path.iterdir()):
         if child.is_file() and child.stat().st_size >= 132 and _is_dicom_file(_signature(child)):
             return True
     return False
 
 
+def _unreadable(path: Path, exc: OSError) -> SlideError:
+    """The one-line refusal for a file or folder the operating system will not let us read."""
+    where = f" ({Path(exc.filename).name})" if exc.filename and Path(exc.filename) != path else ""
+    return SlideError(f"{path} cannot be read{where}: {exc.strerror or exc}.")
+
+
 def open_slide(path: str | Path) -> Slide:
     """Open ``path`` lazily as a :class:`Slide`; raise :class:`SlideError` (one sentence) if it cannot be read."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise SlideError(f"{path} does not exist.")
-    if path.is_dir():
-        if not _dicom_folder(path):
-            raise SlideError(f"{path} is a folder without DICOM files; give a slide file ({_SUPPORTED}).")
-        return _open_dicom(path)
-    if not path.is_file():
-        raise SlideError(f"{path} is not a regular file.")
     try:
-        head = _signature(path)
-    except OSError as exc:
-        raise SlideError(f"{path} cannot be read ({exc.strerror or exc}).") from exc
+        if not path.exists():
+            raise SlideError(f"{path} does not exist.")
+        folder = path.is_dir()
+        if folder and not _dicom_folder(path):
+            raise SlideError(f"{path} is a folder without DICOM files; give a slide file ({_SUPPORTED}).")
+        if not folder and not path.is_file():
+            raise SlideError(f"{path} is not a regular file.")
+        head = b"" if folder else _signature(path)
+    except OSError as exc:  # permission denied on the file, its folder or a file in a DICOM folder
+        raise _unreadable(path, exc) from exc
+    if folder:
+        return _open_dicom(path)
     if not head:
         raise SlideError(f"{path} is empty (0 bytes).")
     if head[:4] in _TIFF_MAGIC:

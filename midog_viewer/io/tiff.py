@@ -6,6 +6,11 @@ levels (:func:`~midog_viewer.io.levels.add_overview_levels`). Only 8-bit images 
 RGBA without its alpha, grayscale as gray RGB; 16-bit or float images (fluorescence, masks) and stacks
 with more than one plane are refused with a :class:`~midog_viewer.errors.SlideError`, because the
 review tools expect brightfield H&E.
+
+No read decodes more than a bounded number of bytes (:mod:`~midog_viewer.io.strips`): large uncompressed
+strips are read in row bands, files whose compressed tiles or strips would decode past the bound are
+refused before any pixel is decoded. A broken pixel-size tag leaves the pixel size unknown (one
+warning), not the image unreadable.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import zarr
 
 from midog_viewer.errors import SlideError
 from midog_viewer.io.levels import RGBAdapter, StripView, add_overview_levels
-from midog_viewer.io.mpp import plausible_mpp
+from midog_viewer.io.mpp import metadata_number, plausible_mpp
+from midog_viewer.io.strips import BAND_STRIP_BYTES, UncompressedStrips, band_readable, decoded_bytes, oversized_chunk_message
 
 #: Length of each unit of OME's PhysicalSizeXUnit and of TIFF's ResolutionUnit, in micrometres.
 _OME_UNIT_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
@@ -58,7 +64,7 @@ def _format_of(tif: tifffile.TiffFile, n_levels: int) -> str:
     return "pyramidal-tiff" if n_levels > 1 else "tiff"
 
 
-def _ome_mpp(tif: tifffile.TiffFile) -> float | None:
+def _ome_mpp(path: Path, tif: tifffile.TiffFile) -> float | None:
     """PhysicalSizeX of the first OME Pixels element, in µm (OME's default unit)."""
     try:
         root = ET.fromstring(tif.ome_metadata or "")
@@ -70,31 +76,33 @@ def _ome_mpp(tif: tifffile.TiffFile) -> float | None:
             unit = element.get("PhysicalSizeXUnit", "µm")
             if size is None or unit not in _OME_UNIT_UM:
                 return None
-            return plausible_mpp(float(size) * _OME_UNIT_UM[unit])
+            number = metadata_number(size, path, "OME PhysicalSizeX")
+            return plausible_mpp(number * _OME_UNIT_UM[unit]) if number else None
     return None
 
 
-def _svs_mpp(page: tifffile.TiffPage) -> float | None:
+def _svs_mpp(path: Path, page: tifffile.TiffPage) -> float | None:
     """Aperio writes ``MPP = 0.499`` in the ImageDescription of the baseline page."""
-    match = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", page.description or "")
-    return plausible_mpp(float(match.group(1))) if match else None
+    match = re.search(r"\|\s*MPP\s*=\s*([^|\r\n]*)", page.description or "")
+    number = metadata_number(match.group(1), path, "Aperio MPP") if match else None
+    return plausible_mpp(number) if number else None
 
 
-def _resolution_mpp(page: tifffile.TiffPage) -> float | None:
+def _resolution_mpp(path: Path, page: tifffile.TiffPage) -> float | None:
     """µm per pixel from XResolution (pixels per unit) and ResolutionUnit; None without a length unit."""
     unit_um = _RESUNIT_UM.get(page.resolutionunit)
-    x_resolution = page.resolution[0] if page.resolution else 0.0
-    if unit_um is None or not x_resolution:
+    if unit_um is None:
         return None
-    return plausible_mpp(unit_um / x_resolution)
+    x_resolution = metadata_number(page.resolution[0] if page.resolution else 0.0, path, "XResolution")
+    return plausible_mpp(unit_um / x_resolution) if x_resolution else None
 
 
-def _mpp_of(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
+def _mpp_of(path: Path, tif: tifffile.TiffFile, page: tifffile.TiffPage) -> float | None:
     if tif.is_svs:
-        return _svs_mpp(page)
+        return _svs_mpp(path, page)
     if tif.is_ome:
-        return _ome_mpp(tif) or _resolution_mpp(page)
-    return _resolution_mpp(page)
+        return _ome_mpp(path, tif) or _resolution_mpp(path, page)
+    return _resolution_mpp(path, page)
 
 
 def _squeezed_axes(shape: tuple[int, ...], axes: str) -> str:
@@ -133,9 +141,35 @@ def _check_complete(path: Path, page: tifffile.TiffPage) -> None:
         raise SlideError(f"{path.name} is truncated: the file ends before its image data does (an incomplete copy?).")
 
 
-def _level_array(tif: tifffile.TiffFile, level: int, axes: str) -> Any:
+def _check_size(path: Path, series: tifffile.TiffPageSeries) -> None:
+    """Refuse an image with no pixels, and one whose compressed tiles/strips decode past the bound."""
+    for level, pages in enumerate(series.levels):
+        page = pages.keyframe
+        if not page.imagewidth or not page.imagelength:
+            raise SlideError(f"{path.name} holds an image of {page.imagewidth} × {page.imagelength} px: it has no pixels.")
+        message = oversized_chunk_message(path.name, page, level)
+        if message:
+            raise SlideError(message)
+
+
+def _band_source(path: Path, pages: tifffile.TiffPageSeries, axes: str) -> UncompressedStrips | None:
+    """Large uncompressed strips of one level as an :class:`UncompressedStrips`, else None (zarr reads it)."""
+    page = pages.keyframe
+    if len(pages.pages) != 1 or not band_readable(page) or decoded_bytes(page) <= BAND_STRIP_BYTES:
+        return None
+    if axes not in ("YX", "YXS"):
+        return None
+    source = UncompressedStrips(path, page, tuple(pages.shape)[len(pages.shape) - len(axes) :])
+    if source.missing_rows():
+        raise SlideError(f"{path.name} is truncated: a strip holds fewer bytes than its rows need.")
+    return source
+
+
+def _level_array(path: Path, tif: tifffile.TiffFile, level: int, axes: str) -> Any:
     """Level ``level`` of the first series as a lazy (H, W, 3) uint8 array (zarr itself for tiled RGB)."""
-    array = zarr.open(tif.series[0].aszarr(level=level), mode="r")
+    array = _band_source(path, tif.series[0].levels[level], axes)
+    if array is None:
+        array = zarr.open(tif.series[0].aszarr(level=level), mode="r")
     if axes == "YXS" and array.shape[-1] == 3 and array.ndim == 3:
         return StripView(array) if array.chunks[1] >= array.shape[1] else array
     squeezed = array.shape[array.ndim - len(axes) :]
@@ -187,13 +221,14 @@ def _open_tiff(path: Path) -> TiffParts:
         series = tif.series[0]
         axes = _check_layout(path, series)
         page = series.levels[0].keyframe
+        _check_size(path, series)
         _check_complete(path, page)
-        levels = [_level_array(tif, i, axes) for i in range(len(series.levels))]
+        levels = [_level_array(path, tif, i, axes) for i in range(len(series.levels))]
         levels[0][0:1, 0:1]  # decode one tile now, so a corrupt file fails here and not in the viewer
         if len(levels) == 1:
             levels = add_overview_levels(levels)
         tile = (int(page.tilewidth), int(page.tilelength)) if page.is_tiled else None
-        return TiffParts(_format_of(tif, len(series.levels)), levels, _mpp_of(tif, page), tile, tif)
+        return TiffParts(_format_of(tif, len(series.levels)), levels, _mpp_of(path, tif, page), tile, tif)
     except SlideError:
         tif.close()
         raise

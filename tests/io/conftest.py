@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,52 @@ def write_ndpi_like(path: Path, levels: list[np.ndarray], mpp: float, magnificat
         out += bytes(8) + bytes(4 * len(entries))
     Path(path).write_bytes(bytes(out))
     return Path(path)
+
+
+def deflate_zeros(size: int, block: int = 1 << 20) -> bytes:
+    """A valid zlib stream of ``size`` zero bytes, in milliseconds even for gigabytes.
+
+    After a full flush the compressor starts afresh, so every further block of zeros compresses to the same
+    bytes: one is computed and repeated, then a final empty block and the Adler-32 of ``size`` zeros
+    (a = 1, b = size mod 65521) end the stream.
+    """
+    if size <= block:
+        return zlib.compress(bytes(size), 9)
+    packer = zlib.compressobj(9)
+    head = packer.compress(bytes(block)) + packer.flush(zlib.Z_FULL_FLUSH)
+    body = packer.compress(bytes(block)) + packer.flush(zlib.Z_FULL_FLUSH)
+    count, rest = divmod(size, block)
+    tail = packer.compress(bytes(rest)) + packer.flush(zlib.Z_FULL_FLUSH) if rest else b""
+    return head + body * (count - 1) + tail + b"\x03\x00" + struct.pack(">I", (size % 65521) << 16 | 1)
+
+
+def write_deflate_bomb(path: Path, width: int, height: int, tile: int | None = None) -> Path:
+    """A black RGB TIFF of ``width`` × ``height`` px in deflate strips (one strip: the whole image) or tiles.
+
+    Written from pre-compressed chunks, so the pixels are never in memory: a 20,000² image is a 5 MB file.
+    """
+    options: dict = {"tile": (tile, tile)} if tile else {"rowsperstrip": height}
+    if tile:
+        count = -(-width // tile) * -(-height // tile)
+        one = deflate_zeros(tile * tile * 3)
+        chunks = (one for _ in range(count))
+    else:
+        chunks = iter([deflate_zeros(width * height * 3)])
+    tifffile.imwrite(path, chunks, shape=(height, width, 3), dtype=np.uint8, photometric="rgb",
+                     compression="zlib", metadata=None, bigtiff=width * height * 3 >= 2**32, **options)
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def zeros_deflater():
+    """:func:`deflate_zeros`, for tests that build compressed chunks of any size."""
+    return deflate_zeros
+
+
+@pytest.fixture(scope="session")
+def bomb_writer():
+    """:func:`write_deflate_bomb`: black deflate TIFFs of any size, written in milliseconds."""
+    return write_deflate_bomb
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,17 @@ def _valid_tiff(path: Path) -> Path:
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     tifffile.imwrite(path, image, photometric="rgb", tile=(64, 64), compression="zlib", metadata=None)
     return path
+
+
+def _with_tag(source: Path, target: Path, tag: str, value: int) -> Path:
+    """A copy of ``source`` whose one-value integer ``tag`` holds ``value``."""
+    with tifffile.TiffFile(source) as tif:
+        entry = tif.pages[0].tags[tag]
+        offset, fmt = entry.valueoffset, "<H" if entry.dtype == 3 else "<I"
+    data = bytearray(source.read_bytes())
+    struct.pack_into(fmt, data, offset, value)
+    target.write_bytes(bytes(data))
+    return target
 
 
 def _make_bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
@@ -56,6 +69,12 @@ def _make_bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
     bad["bmp"] = (folder / "image.bmp", "not a slide")
     (folder / "fake.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\x00" * 64)
     bad["fake_dicom"] = (folder / "fake.dcm", "DICOM")
+    bad["zero_width"] = (_with_tag(folder / "full.tif", folder / "no_width.tif", "ImageWidth", 0), "0 × 256 px")
+    bad["zero_height"] = (_with_tag(folder / "full.tif", folder / "no_height.tif", "ImageLength", 0), "256 × 0 px")
+    (folder / "garbage_dicom").mkdir()
+    for k in range(3):
+        (folder / "garbage_dicom" / f"{k}.dcm").write_bytes(b"\x00" * 128 + b"DICM" + bytes(range(256)) * 4)
+    bad["garbage_dicom_folder"] = (folder / "garbage_dicom", "not a readable DICOM")
     return bad
 
 
@@ -66,7 +85,8 @@ def bad_inputs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
 
 BAD_NAMES = [
     "missing", "directory", "text", "zero_bytes", "truncated", "corrupt_header", "corrupt_tiles", "sixteen_bit",
-    "float", "stack", "six_channels", "png_16_bit", "broken_jpeg", "bmp", "fake_dicom",
+    "float", "stack", "six_channels", "png_16_bit", "broken_jpeg", "bmp", "fake_dicom", "zero_width", "zero_height",
+    "garbage_dicom_folder",
 ]
 
 
@@ -89,3 +109,36 @@ def test_bad_input_raises_one_sentence(bad_inputs, name):
 def test_smalltif_from_shared_data_is_refused(shared_data):
     with pytest.raises(SlideError, match="8-bit"):
         open_slide(shared_data / "slides" / "smalltif.tif")
+
+
+def _deny(monkeypatch, folder: Path, listing: bool) -> None:
+    """Act as a user who may not open the files in ``folder`` (nor list it, unless ``listing``): tests run as root."""
+    real_open, real_iterdir = builtins.open, Path.iterdir
+
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and Path(file).parent == folder:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    def guarded_iterdir(self):
+        if self == folder and not listing:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(Path, "iterdir", guarded_iterdir)
+
+
+@pytest.mark.parametrize("what", ["unlistable_folder", "unreadable_files", "unreadable_file"])
+def test_an_unreadable_dicom_folder_or_file_is_one_sentence(tmp_path, monkeypatch, what):
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    for k in range(2):
+        (folder / f"{k}.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\x00" * 64)
+    target = folder / "0.dcm" if what == "unreadable_file" else folder
+    _deny(monkeypatch, folder, listing=what != "unlistable_folder")
+    with pytest.raises(SlideError) as info:
+        open_slide(target)
+    message = str(info.value)
+    assert message.startswith(f"{target} cannot be read") and "Permission denied" in message
+    assert "\n" not in message and len(message) < 300
