@@ -40,6 +40,8 @@ EOSIN = np.array([0.2159, 0.8012, 0.5581], np.float32)
 
 #: Part of the sample's file name: bump it whenever :func:`make_hpf` paints differently, so caches refresh.
 SAMPLE_VERSION = 1
+#: File-name prefix of the generated fields in :func:`cache_dir` (how a synthetic image is recognised).
+SAMPLE_PREFIX = "synthetic_hpf_"
 
 _MITOSIS_PHASES = ("prometaphase", "metaphase", "anaphase", "telophase")
 _IMPOSTER_KINDS = ("pyknotic", "apoptotic", "hyperchromatic")
@@ -486,7 +488,7 @@ def write_hpf_tiff(hpf: SyntheticHPF, path: Path) -> None:
 def sample_path() -> Path:
     """The built-in sample (seed 0, 2048×1536) as a TIFF with ground truth beside it, written once."""
     folder = cache_dir()
-    image_path = folder / f"synthetic_hpf_v{SAMPLE_VERSION}_seed0.tiff"
+    image_path = folder / f"{SAMPLE_PREFIX}v{SAMPLE_VERSION}_seed0.tiff"
     json_path = image_path.with_suffix(".json")
     if image_path.is_file() and json_path.is_file():
         return image_path

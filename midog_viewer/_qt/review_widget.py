@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -168,8 +168,11 @@ class ReviewWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
         self._bind_keys(self.viewer)
+        # A model the user picked stays; otherwise each slide gets the shipped model made for it.
+        self._model_chosen = detector is not None
+        self._synthetic_warned: set[tuple[str, str]] = set()
         if detector is None:
-            self._load_model(None, None)
+            self._load_model(None, None, chosen=False)
         else:
             self._show_model()
         for layer in list(self.viewer.layers):
@@ -285,11 +288,12 @@ class ReviewWidget(QWidget):
         return self._store
 
     @_reports_errors
-    def _load_model(self, path: str | None, mmdet_config: str | None) -> None:
+    def _load_model(self, path: str | None, mmdet_config: str | None, chosen: bool = True) -> None:
         keep_triton_out()
         from midog_viewer.detect.engine import Detector
 
         self.detector = Detector(path, score_thr=DETECTION_FLOOR, mmdet_config=mmdet_config)
+        self._model_chosen = chosen
         self.model_label = str(self.detector.info.path)
         # Start from the model's operating point (chosen on validation when it was trained here).
         operating = min(max(self.detector.info.config.score_threshold, DETECTION_FLOOR), 1.0)
@@ -302,7 +306,8 @@ class ReviewWidget(QWidget):
 
     def _show_model(self) -> None:
         name = Path(self.model_label).name if self.detector is not None else "no model loaded"
-        self.model_name.setText(f"Model: {name}")
+        tissue = getattr(self.detector, "tissue", None)
+        self.model_name.setText(f"Model: {name}" + (f"\nTrained on {tissue.tissue}" if tissue is not None else ""))
         self.model_name.setToolTip(self.model_label)
         device = getattr(self.detector, "device_name", "–") if self.detector is not None else "–"
         self.device_name.setText(f"Device: {device}")
@@ -351,6 +356,7 @@ class ReviewWidget(QWidget):
         self._unbind()
         slide = layer.metadata["slide"]
         self.slide_layer = layer
+        self._pick_model_for(slide.path)
         self.session = ReviewSession(
             self.store, slide.path, width=slide.width, height=slide.height, mpp=slide.mpp,
             ground_truth=layer.metadata.get("ground_truth"),
@@ -365,6 +371,29 @@ class ReviewWidget(QWidget):
     @property
     def slide(self):
         return None if self.slide_layer is None else self.slide_layer.metadata["slide"]
+
+    def _pick_model_for(self, path) -> None:
+        """Unless the user chose a model, load the shipped one made for this image (real tissue or the sample)."""
+        if self._model_chosen:
+            return
+        from midog_viewer.detect.models import default_model_for
+
+        wanted = default_model_for(path).path
+        if self.detector is None or Path(self.detector.info.path) != wanted:
+            self._load_model(str(wanted), None, chosen=False)
+
+    def _warn_if_synthetic_model(self) -> None:
+        """Once per model and slide: a model that learnt synthetic fields only finds nothing real on real tissue."""
+        from midog_viewer.detect.models import is_synthetic_image
+
+        tissue = getattr(self.detector, "tissue", None)
+        if tissue is None or not tissue.synthetic or is_synthetic_image(self.slide.path):
+            return
+        key = (self.model_label, str(self.slide.path))
+        if key not in self._synthetic_warned:
+            self._synthetic_warned.add(key)
+            show_warning(f"{tissue.name} learnt {tissue.tissue}: on this real slide its boxes are not mitoses. "
+                         "Load a model trained on real tissue.")
 
     # -- geometry -------------------------------------------------------------------------------
 
@@ -482,6 +511,7 @@ class ReviewWidget(QWidget):
             show_error("No detection model is loaded; load a checkpoint first.")
             return
         self.cancel_detection()
+        self._warn_if_synthetic_model()
         zoom_for = getattr(self.detector, "zoom_for", None)
         zoom = zoom_for(self.slide) if zoom_for is not None else 1.0
         self._run_id = self.session.start_run(

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("slide", metavar="SLIDE", help="slide or image file (SVS, NDPI, TIFF, PNG, JPEG, DICOM)")
     parser.add_argument("--model", metavar="CKPT",
-                        help="our .safetensors checkpoint or an mmdet .pth (default: the built-in demo model)")
+                        help="our .safetensors checkpoint or an mmdet .pth (default: the built-in real-tissue model; "
+                             "the synthetic demo model for the synthetic sample)")
     parser.add_argument("--config", metavar="MMDET_CONFIG",
                         help="mmdet .py config of an mmdet checkpoint (default: the config stored in the .pth)")
     parser.add_argument("--region", metavar="X,Y,W,H", help="level-0 region to search (default: the whole slide)")
@@ -67,8 +68,10 @@ def handle_detect(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".json", ".csv"):
         raise AnnotationFormatError(f"--out must end in .json or .csv, not {out.name!r}.")
     region = parse_region(args.region)
+    from midog_viewer.detect.models import default_model_for, is_synthetic_image
+
     detector = Detector(
-        model_path=args.model,
+        model_path=args.model or default_model_for(args.slide).path,
         device=args.device,
         score_thr=args.score_thr,
         stain_normalize=not args.no_stain,
@@ -76,6 +79,9 @@ def handle_detect(args: argparse.Namespace) -> int:
         mmdet_config=args.config,
         resample=not args.no_resample,
     )
+    if detector.tissue.synthetic and not is_synthetic_image(args.slide):
+        print(f"warning: {detector.tissue.name} learnt {detector.tissue.tissue}; on real tissue its boxes are not "
+              "mitoses", file=sys.stderr)
     with open_slide(args.slide) as slide:
         zoom = detector.zoom_for(slide)
         if zoom != 1.0:

@@ -28,10 +28,10 @@ from midog_viewer.detect.tiling import (
     sort_by_score,
     tile_cores,
 )
-from midog_viewer._resources import resource_path
+from midog_viewer.detect.models import DEMO_MODEL, default_model_for, model_tissue
 from midog_viewer.errors import ModelError, SlideError
 
-DEMO_MODEL_PATH = resource_path("models", "demo-tiny.safetensors")
+DEMO_MODEL_PATH = DEMO_MODEL.path
 #: At most this many tiles (spread over the region) are read to fit the stain normalisation.
 STAIN_FIT_TILES = 16
 #: Rough peak GPU memory per 512 × 512 tile in inference, by backbone block type and precision (bytes).
@@ -155,11 +155,12 @@ class Detector:
         resample: bool = True,
     ) -> None:
         if model_path is None:
-            if not DEMO_MODEL_PATH.is_file():
+            default = default_model_for(None)
+            if not default.path.is_file():
                 raise ModelError(
-                    f"the built-in demo model {DEMO_MODEL_PATH} is not there yet; give a model file (--model)."
+                    f"the built-in {default.name} model {default.path} is not there; give a model file (--model)."
                 )
-            model_path = DEMO_MODEL_PATH
+            model_path = default.path
         device_chosen = choose_device(device)
         model, info = load_model(model_path, mmdet_config)
         self._setup(
@@ -212,6 +213,7 @@ class Detector:
             raise ModelError(f"tile overlap must be between 0 and {tile_size - 1} px, not {overlap}.")
         self.device = device
         self.info = info
+        self.tissue = model_tissue(info.path, info.provenance)
         self.use_amp = device.type == "cuda"
         if device.type == "cuda":
             model = model.to(device, memory_format=torch.channels_last)

@@ -56,6 +56,19 @@ class DataSpec:
     def from_dict(cls, data: dict[str, Any]) -> DataSpec:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
+    def describe(self) -> dict[str, Any]:
+        """What the data is, in words, for a checkpoint's provenance (the dock names the tissue a model learnt)."""
+        parts = []
+        if self.points:
+            parts.append(f"crops listed in {Path(self.points).name}")
+        if self.coco:
+            parts.append(f"images of {Path(self.coco).name}")
+        parts += [f"reviewed slides of {Path(db).name}" for db in self.dbs]
+        if self.synthetic > 0:
+            parts.append(f"{self.synthetic} synthetic fields")
+        synthetic_only = self.synthetic > 0 and not (self.points or self.coco or self.dbs)
+        return {"summary": ", ".join(parts) or "no data", "synthetic_only": synthetic_only}
+
     @property
     def empty(self) -> bool:
         return not self.dbs and self.coco is None and self.points is None and self.synthetic <= 0

@@ -108,6 +108,7 @@ def train(
     state = _load_state(Path(resume)) if resume is not None else None
 
     loop = _Loop(split, model, model_config, recipe, torch_device, out_dir, should_stop, echo)
+    loop.training_data = data.describe()
     out_dir.mkdir(parents=True, exist_ok=True)
     run_record = {
         "config": config,
@@ -184,6 +185,7 @@ class _Loop:
         self.best_f1: float | None = None
         self.best_epoch: int | None = None
         self.baseline_f1: float | None = None
+        self.training_data: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -235,6 +237,7 @@ class _Loop:
                 "step": self.step,
                 "epochs_done": self.epoch,
                 "stain_normalised": self.recipe.stain_normalise,
+                "training_data": self.training_data,
                 **provenance,
             },
         )

@@ -316,3 +316,33 @@ def test_hpfs_drawn_moved_and_deleted_by_hand_are_stored_at_once(review):
     # What the store holds is what the counts use and what a reopened slide shows.
     widget._show_fields()
     assert len(widget._fields_layer.data) == 1
+
+
+def test_the_dock_picks_the_model_made_for_what_is_open_and_names_its_tissue(
+    make_napari_viewer, review_store, qtbot, tmp_path, monkeypatch, shared_data
+):
+    from midog_viewer.detect.models import DEMO_MODEL, REAL_MODEL
+
+    monkeypatch.setenv("MIDOG_VIEWER_CACHE", str(tmp_path / "cache"))
+    from midog_viewer.synthetic import sample_path
+
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer, store=review_store)
+    qtbot.addWidget(widget)
+    add_slide_layer(viewer, sample_path())
+    assert Path(widget.detector.info.path) == DEMO_MODEL.path
+    assert "synthetic" in widget.model_name.text()
+    warned = []
+    monkeypatch.setattr("midog_viewer._qt.review_widget.show_warning", warned.append)
+    widget.detect_region((0, 0, 64, 64), wait=True)
+    assert warned == []  # the demo model on its own sample is right
+    add_slide_layer(viewer, shared_data / "slides" / "CMU-1-Small-Region.svs")
+    real = REAL_MODEL if REAL_MODEL.path.is_file() else DEMO_MODEL
+    assert Path(widget.detector.info.path) == real.path and real.tissue in widget.model_name.text()
+    if real is DEMO_MODEL:  # a checkout without the real model: the warning must come, once
+        widget.detect_region((0, 0, 64, 64), wait=True)
+        widget.detect_region((0, 0, 64, 64), wait=True)
+        assert len(warned) == 1 and "synthetic" in warned[0]
+    widget.use_model(str(DEMO_MODEL.path))  # chosen by the user: kept for the next slide, and warned about
+    widget.detect_region((0, 0, 64, 64), wait=True)
+    assert any("synthetic" in text for text in warned)

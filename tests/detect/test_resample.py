@@ -91,7 +91,7 @@ def test_the_demo_model_sees_figures_of_a_20x_field_at_the_size_it_learnt():
         torch.from_numpy(hpf.image[..., :3]).permute(2, 0, 1)[None].float(), size=(256, 256), mode="area"
     )[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
     at_20x = StandInSlide(shrunk, mpp=0.5)
-    found = Detector(device="cpu", score_thr=0.5).detect(at_20x)
+    found = Detector(DEMO_MODEL_PATH, device="cpu", score_thr=0.5).detect(at_20x)
     assert len(found) >= 2
     sides = np.r_[found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1]]
     assert np.median(sides) == pytest.approx(BOX_SIZE / 2, rel=0.25)
