@@ -1,0 +1,160 @@
+"""Validation figures of the real-tissue detector on its own by-slide validation split of ``real_mitosis/``.
+
+Builds the split exactly as ``midog-viewer train --points`` does (same data, fraction and seed), runs the
+model through the product's detector on every validation crop, and prints, at the model's operating point
+(or ``--score-thr``):
+
+* per source: recall, precision and F1 of the crops, false positives per mm² of crop tissue, false
+  positives per crop, and the F1 those imply on a field with 5.7 mitoses/mm² (MIDOG 2021's density);
+* the crops placed 4 × 4 into 512 px mosaics, as the held-out crop target is scored: recall, and other
+  "mitotic figure" detections per crop;
+* CPU seconds per 512 px tile against a baseline from the same run (reading + stain normalisation only).
+
+    python benchmarks/real_model.py [--model CKPT] [--json OUT.json]
+
+These are validation figures (the threshold was chosen on the same split), not test figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = REPO.parent / "shared" / "data" / "real_mitosis"
+
+
+def mosaics(images, size: int = 4, side: int = 128):
+    """Crops of one source at ``side`` px placed ``size`` × ``size`` (white where a crop is smaller)."""
+    from midog_viewer.train.dataset import LabelledImage
+
+    out = []
+    for start in range(0, len(images), size * size):
+        group = images[start : start + size * size]
+        canvas = np.full((size * side, size * side, 3), 255, np.uint8)
+        boxes, labels = [], []
+        for k, image in enumerate(group):
+            oy, ox = (k // size) * side, (k % size) * side
+            pixels = image.pixels[:side, :side]
+            canvas[oy : oy + pixels.shape[0], ox : ox + pixels.shape[1]] = pixels
+            for box, label in zip(image.boxes, image.labels):
+                boxes.append(box + np.array([ox, oy, ox, oy], np.float32))
+                labels.append(label)
+        mosaic = LabelledImage(f"mosaic-{start}", np.array(boxes).reshape(-1, 4), np.array(labels, np.int64),
+                               canvas.shape[1], canvas.shape[0], float(group[0].mpp), pixels=canvas)
+        out.append((mosaic, len(group)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="checkpoint (default: the shipped real-tissue model)")
+    parser.add_argument("--data", default=str(DATA), help="the real_mitosis folder")
+    parser.add_argument("--score-thr", type=float, help="default: the model's operating point")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--limit", type=int, help="only this many validation crops per source (a quick look)")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from midog_viewer.detect.engine import Detector, _read_rgb
+    from midog_viewer.detect.models import REAL_MODEL
+    from midog_viewer.detect.stain import MacenkoNormalizer
+    from midog_viewer.train.data import DataSpec, gather
+    from midog_viewer.train.validate import (
+        REFERENCE_MITOSES_PER_MM2,
+        field_scores,
+        field_scores_by_source,
+        midog_scores,
+        predict_images,
+    )
+
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"real_mitosis not found at {data}", file=sys.stderr)
+        return 2
+    spec = DataSpec(points=str(data / "objects.csv"), images=str(data), image_table=str(data / "images.csv"),
+                    val_fraction=args.val_fraction, seed=args.seed)
+    split = gather(spec)
+    if args.limit:
+        split.val = [im for source in sorted({im.source for im in split.val})
+                     for im in [im for im in split.val if im.source == source][: args.limit]]
+    model_path = Path(args.model) if args.model else REAL_MODEL.path
+    detector = Detector(model_path, device="cpu", score_thr=0.05)
+    threshold = float(detector.info.config.score_threshold if args.score_thr is None else args.score_thr)
+
+    started = time.perf_counter()
+    predictions = predict_images(detector.model, split.val, "cpu")
+    crop_seconds = time.perf_counter() - started
+    overall = field_scores(split.val, predictions, threshold, REFERENCE_MITOSES_PER_MM2)
+    per_source = field_scores_by_source(split.val, predictions, threshold, REFERENCE_MITOSES_PER_MM2)
+
+    # 4 x 4 mosaics of the 128 px crops of each source, as the held-out crop target is scored.
+    mosaic_rows = {}
+    for source in sorted({im.source for im in split.val}):
+        crops = [im for im in split.val if im.source == source and im.width == 128 and im.pixels is not None]
+        if not crops:
+            continue
+        built = mosaics(crops)
+        found = predict_images(detector.model, [m for m, _ in built], "cpu")
+        scores = midog_scores([m for m, _ in built], found, threshold)
+        mosaic_rows[source] = {
+            "crops": len(crops),
+            "recall": scores["tp"] / max(scores["tp"] + scores["fn"], 1),
+            "other_detections_per_crop": scores["fp"] / len(crops),
+        }
+
+    # CPU time per 512 px tile: the model against reading + stain normalisation alone.
+    from midog_viewer.io import open_slide
+
+    tile_image = REPO.parent / "shared" / "data" / "tiles" / "tiatoolbox_target_image.png"
+    with open_slide(tile_image) as slide:
+        tiles = [(x, y, 512, 512) for x in (0, 488) for y in (0, 488)]
+        started = time.perf_counter()
+        for tile in tiles:
+            MacenkoNormalizer().fit(_read_rgb(slide, tile))
+        baseline = (time.perf_counter() - started) / len(tiles)
+        started = time.perf_counter()
+        for tile in tiles:
+            detector.detect(slide, tile)
+        per_tile = (time.perf_counter() - started) / len(tiles)
+
+    figures = {
+        "model": str(model_path),
+        "score_threshold": threshold,
+        "field_mitoses_per_mm2": REFERENCE_MITOSES_PER_MM2,
+        "val_images": len(split.val),
+        "overall": {k: v for k, v in overall.items() if k != "per_source"},
+        "per_source": per_source,
+        "mosaics_4x4": mosaic_rows,
+        "cpu_s_per_512_tile": per_tile,
+        "baseline_read_and_stain_fit_s_per_tile": baseline,
+        "ratio": per_tile / baseline if baseline else None,
+        "val_crop_seconds": crop_seconds,
+        "threads": args.threads,
+    }
+    print(f"model {model_path.name} at score >= {threshold:.2f}; field F1 assumes {REFERENCE_MITOSES_PER_MM2}/mm²")
+    print(f"{'source':24s} {'crops':>5s} {'recall':>6s} {'prec':>6s} {'FP/mm2':>7s} {'FP/crop':>7s} {'field F1':>8s}")
+    for name, row in {**per_source, "all": overall}.items():
+        print(f"{name:24s} {row['images']:5d} {row['recall']:6.3f} {row['crop_precision']:6.3f} "
+              f"{row['fp_per_mm2']:7.1f} {row['fp_per_image']:7.3f} {row['f1']:8.3f}")
+    for name, row in mosaic_rows.items():
+        print(f"mosaics 4x4 {name:16s} crops {row['crops']:4d}  recall {row['recall']:.3f}  "
+              f"other detections/crop {row['other_detections_per_crop']:.3f}")
+    print(f"CPU per 512 px tile: {per_tile:.2f} s (read + stain fit alone {baseline:.3f} s; ratio {figures['ratio']:.1f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
