@@ -77,19 +77,23 @@ class Replay:
                 return
 
 
+_VERDICTS = {v.value: v for v in Verdict}
+
+
 def replay(rows: Iterable[tuple]) -> Replay:
-    """Replay a slide's log, rows as :data:`LOG_SQL` selects them."""
+    """Replay a slide's log, rows as :data:`LOG_SQL` selects them (one pass, no per-row enum lookups)."""
     log = Replay()
-    for raw in rows:
-        verdict, target, reviewer = Verdict(raw[3]), raw[5], raw[6]
-        if verdict is Verdict.UNDO:
+    done, kept, undone = log.done, log.rows, log.undone
+    for row_id, kind, object_id, verdict, label, target, reviewer in rows:
+        if verdict == "undo":
             log.apply_undo(target, reviewer)
-        elif verdict is Verdict.REDO:
+        elif verdict == "redo":
             log.apply_redo(target)
         else:
-            log.rows[raw[0]] = LogRow(raw[0], raw[1], raw[2], verdict, raw[4], target, reviewer)
-            log.done[raw[0]] = None
-            log.undone.pop(reviewer, None)
+            kept[row_id] = LogRow(row_id, kind, object_id, _VERDICTS[verdict], label, target, reviewer)
+            done[row_id] = None
+            if undone:
+                undone.pop(reviewer, None)
     return log
 
 
