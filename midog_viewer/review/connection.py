@@ -107,7 +107,7 @@ def open_read_only(path: Path) -> sqlite3.Connection:
         db = _connect(database_uri(path, **params), uri=True)
         try:
             version = schema_version(db, path)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             db.close()
             if i + 1 < len(attempts) and primary_code(exc) == "CANTOPEN":
                 continue

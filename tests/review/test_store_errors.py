@@ -238,3 +238,11 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, sandbox):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "is full" in result.stderr, result.stderr
     assert "rollback" not in result.stderr and result.stdout == ""  # and the new database was removed
+
+
+def test_read_only_opening_of_a_file_that_is_not_a_database(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(ReviewStoreError, match="not a usable review database"):
+        ReviewStore(junk, read_only=True)
+    assert junk.read_bytes() == b"this is not sqlite at all" * 100
