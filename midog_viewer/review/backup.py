@@ -41,7 +41,9 @@ def _check_target(db_path: Path, out: Path) -> Path:
         raise ReviewStoreError(f"the folder {target.parent} does not exist.")
     for end in SIDE_FILES:
         if Path(f"{target}{end}").exists():  # replacing the file would pair the new copy with a stale log
-            raise ReviewStoreError(f"{target}{end} exists: {out} is open or was not closed cleanly; choose another name.")
+            raise ReviewStoreError(
+                f"{target}{end} exists: {out} is open or was not closed cleanly; choose another name."
+            )
     return target
 
 

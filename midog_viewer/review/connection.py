@@ -111,6 +111,11 @@ def open_read_only(path: Path) -> sqlite3.Connection:
             db.close()
             if i + 1 < len(attempts) and primary_code(exc) == "CANTOPEN":
                 continue
+            if primary_code(exc) == "CANTOPEN" and _has_wal(path):
+                raise ReviewStoreError(
+                    f"cannot open {path}: its write-ahead log needs a -shm file its read-only folder cannot hold; "
+                    f"copy {path.name} with {path.name}-wal to a writable folder to read it."
+                ) from exc
             raise store_error(exc, path) from exc
         except BaseException:
             db.close()

@@ -246,3 +246,41 @@ def test_read_only_opening_of_a_file_that_is_not_a_database(tmp_path):
     with pytest.raises(ReviewStoreError, match="not a usable review database"):
         ReviewStore(junk, read_only=True)
     assert junk.read_bytes() == b"this is not sqlite at all" * 100
+
+
+WRITER_THEN_KILLED = """
+import sys, time
+import numpy as np
+from midog_viewer.review import ReviewStore
+store = ReviewStore(sys.argv[1], reviewer="w")
+slide = store.add_slide("a.tiff", 0.25, 1000, 1000)
+run = store.add_detection_run(slide, "m", {})
+ids = store.add_detections(run, np.array([[0, 0, 10, 10]], dtype=float), [0.5], ["mitotic figure"])
+store.decide(int(ids[0]), "accept")
+print("decided", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_killed_writers_log_is_read_in_a_read_only_folder(tmp_path, sandbox):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    db = folder / "reviews.sqlite"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_THEN_KILLED, str(db)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    try:
+        assert writer.stdout.readline().strip() == "decided"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert Path(f"{db}-wal").stat().st_size > 0  # the decision is only in the log
+    counted = sandbox(_read_only(folder), *_cli("counts", "--db", str(db), "--json"))
+    assert counted.returncode == 0, counted.stderr
+    assert '"accepted": 1' in counted.stdout  # read from the -wal, not an out-of-date main file
+    Path(f"{db}-shm").unlink()  # a log without its index, in a folder where the index cannot be made
+    again = sandbox(_read_only(folder), *_cli("counts", "--db", str(db), "--json"))
+    if again.returncode == 0:  # newer SQLite reads such a log without an index
+        assert '"accepted": 1' in again.stdout
+    else:
+        assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+        assert "-wal to a writable folder" in again.stderr
