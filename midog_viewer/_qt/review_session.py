@@ -35,6 +35,9 @@ DUPLICATE_IOU = 0.5
 #: Cell of the grid that finds duplicate candidates (px): boxes up to about twice this side are matched.
 DUPLICATE_CELL = 256
 
+#: Seconds without a write after which the dock's timer checkpoints the store (see checkpoint_if_idle).
+IDLE_CHECKPOINT_S = 5.0
+
 #: Reviewer actions by name: the verdict and, for a relabel, the new label.
 ACTIONS: dict[str, tuple[Verdict, str | None]] = {
     "accept": (Verdict.ACCEPT, None),
@@ -92,7 +95,8 @@ class ReviewSession:
     """The review state of one slide: its objects (``table``), decisions and derived figures.
 
     ``table`` includes deleted annotations (a hand-added box whose "add" was undone) so that rows keep
-    their place in the overlay; ``visible_mask`` hides them.
+    their place in the overlay; ``visible_mask`` hides them. Decisions are made, undone and redone as
+    ``reviewer`` (default: the store's), who undoes only their own decisions.
     """
 
     def __init__(
@@ -104,8 +108,10 @@ class ReviewSession:
         height: int,
         mpp: float | None = None,
         ground_truth: dict | None = None,
+        reviewer: str | None = None,
     ) -> None:
         self.store = store
+        self.reviewer = reviewer or store.reviewer
         self.width, self.height, self.mpp = int(width), int(height), mpp
         self.slide_id = store.add_slide(slide_path, mpp, self.width, self.height)
         if ground_truth is not None and len(ground_truth.get("boxes", [])):
@@ -237,9 +243,9 @@ class ReviewSession:
         kind, object_id = self.table.kind[row], int(self.table.id[row])
         if kind == DETECTION:
             verdict, label = ACTIONS[action]
-            self.store.decide(object_id, verdict, label=label)
+            self.store.decide(object_id, verdict, reviewer=self.reviewer, label=label)
         elif self.table.source[row] == "hand" and action == "reject":
-            self.store.delete_annotation(object_id)
+            self.store.delete_annotation(object_id, reviewer=self.reviewer)
         else:
             return []
         self._refresh(row)
@@ -249,24 +255,24 @@ class ReviewSession:
         """Add a missed mitosis centred on level-0 ``(x, y)`` (an "add" decision); return its key."""
         half = size / 2
         box = [max(0.0, x - half), max(0.0, y - half), min(self.width, x + half), min(self.height, y + half)]
-        annotation_id = self.store.add_annotation(self.slide_id, box, MITOTIC_FIGURE)
+        annotation_id = self.store.add_annotation(self.slide_id, box, MITOTIC_FIGURE, reviewer=self.reviewer)
         rows = self.store.objects(self.slide_id, (box[0], box[1], box[2] - box[0], box[3] - box[1]))
         rows = rows.select((rows.kind == ANNOTATION) & (rows.id == annotation_id))
         return int(self._append(rows)[0])
 
     def undo(self) -> list[int]:
-        """Undo the latest decision on this slide; return the key that changed (none when nothing to undo)."""
-        return self._undo_redo(self.store.undo)
+        """Undo this reviewer's latest decision on the slide; return the key that changed (none: nothing to undo)."""
+        return self._undo_redo(self.store.undo_decision)
 
     def redo(self) -> list[int]:
-        """Redo the latest undone decision; return the key that changed."""
-        return self._undo_redo(self.store.redo)
+        """Redo this reviewer's latest undone decision; return the key that changed."""
+        return self._undo_redo(self.store.redo_decision)
 
     def _undo_redo(self, step) -> list[int]:
-        if step(self.slide_id) is None:
+        written = step(self.slide_id, self.reviewer)
+        if written is None:
             return []
-        last = self.store.decisions(self.slide_id)[-1]
-        key = last.object_id if last.object_kind == DETECTION else -last.object_id
+        key = written.object_id if written.object_kind == DETECTION else -written.object_id
         if int(key) not in self._row_of:
             self.reload()
         self._refresh(self.row_of(key))
@@ -282,6 +288,25 @@ class ReviewSession:
             raise ReviewStoreError(f"object {t.kind[row]} {t.id[row]} vanished from {self.store.path.name}.")
         t.status[row] = found.status[match[0]]
         t.label[row] = found.label[match[0]]
+
+    # -- keeping the file current -----------------------------------------------------------------
+
+    def checkpoint_if_idle(self, idle_s: float = IDLE_CHECKPOINT_S) -> bool:
+        """Copy the write-ahead log into the database file once nothing was written for ``idle_s`` seconds.
+
+        The dock calls this on a timer, so a plain copy of ``reviews.sqlite`` made while it is open is current.
+        """
+        return self.store.checkpoint_if_idle(idle_s)
+
+    def close(self) -> bool:
+        """End the review of this slide: checkpoint, so the database file alone holds every decision.
+
+        Best effort (True when the whole log went in): every decision is safe in the write-ahead log already.
+        """
+        try:
+            return self.store.checkpoint()
+        except ReviewStoreError:
+            return False
 
     # -- figures --------------------------------------------------------------------------------
 

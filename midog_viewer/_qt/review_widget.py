@@ -37,7 +37,7 @@ from superqt.utils import thread_worker
 from midog_viewer._qt.counts_panel import CountsPanel
 from midog_viewer._qt.overlay import ReviewOverlay
 from midog_viewer._qt.overlay_model import DoneRegions, box_at, reading_order, step_in_order, view_region
-from midog_viewer._qt.review_session import ReviewSession, open_default_store
+from midog_viewer._qt.review_session import IDLE_CHECKPOINT_S, ReviewSession, open_default_store
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import MidogError
 from midog_viewer.review.counts import hpf_size_px, write_counts_csv
@@ -162,6 +162,9 @@ class ReviewWidget(QWidget):
 
         self._settle = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_view_settled)
         self._counts_timer = QTimer(self, singleShot=True, interval=COUNTS_DELAY_MS, timeout=self.update_counts)
+        # while idle, fold the write-ahead log into reviews.sqlite, so a plain copy of the file is current
+        self._checkpoint_timer = QTimer(self, interval=int(IDLE_CHECKPOINT_S * 1000), timeout=self._checkpoint_if_idle)
+        self._checkpoint_timer.start()
         self.viewer.scene.camera.events.center.connect(self._on_camera)
         self.viewer.scene.camera.events.zoom.connect(self._on_camera)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
@@ -341,6 +344,8 @@ class ReviewWidget(QWidget):
             self._unbind()
 
     def _unbind(self) -> None:
+        if self.session is not None:
+            self.session.close()
         if self.overlay is not None:
             self.overlay.remove()
         for layer in (self._grid_layer, self._fields_layer):
@@ -907,12 +912,20 @@ class ReviewWidget(QWidget):
         """Stop timers and any detection, so nothing touches the store after the dock is gone."""
         self._settle.stop()
         self._counts_timer.stop()
+        self._checkpoint_timer.stop()
         self.cancel_detection()
         QThreadPool.globalInstance().waitForDone(10_000)  # workers finish before their widget goes
+        if self.session is not None:
+            self.session.close()
         if self._reader_store is not None:
             self._reader_store.close()
             self._reader_store = None
         super().closeEvent(event)
+
+    @_reports_errors
+    def _checkpoint_if_idle(self) -> None:
+        if self.session is not None:
+            self.session.checkpoint_if_idle()
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         if event.mimeData().hasUrls():

@@ -95,7 +95,7 @@ def _export(args: argparse.Namespace) -> int:
     from midog_viewer.formats.exporting import export_store
     from midog_viewer.review import ReviewStore
 
-    with ReviewStore(_existing_db(args.db)) as store:
+    with ReviewStore(_existing_db(args.db), read_only=True) as store:
         summary = export_store(store, args.fmt, args.out, selection=args.objects, slide_names=args.slide,
                                bbox_format="xywh" if args.xywh else "xyxy")
     print(f"wrote {summary.objects:,} objects of {summary.slides} slides to {summary.path}")
@@ -107,7 +107,7 @@ def _counts(args: argparse.Namespace) -> int:
     from midog_viewer.review import ReviewStore
     from midog_viewer.review.counts import count_slide, write_counts_csv
 
-    with ReviewStore(_existing_db(args.db)) as store:
+    with ReviewStore(_existing_db(args.db), read_only=True) as store:
         if args.slide:
             slides = []
             for name in args.slide:

@@ -3,9 +3,11 @@
 A pathologist's decisions are the product's most valuable data, so the store is built around an
 append-only decision log: every accept, reject, relabel, add or delete is one row saying who decided what
 and when (UTC), committed in its own transaction before the call returns. Undo and redo append rows that
-point at the row they undo or redo; nothing in the log is ever updated or deleted (triggers refuse it).
+point at the row they undo or redo, and act on the current reviewer's own decisions only
+(:mod:`midog_viewer.review.log`); nothing in the log is ever updated or deleted (triggers refuse it).
 The current state of each object is derived from the log; ``object_state`` caches it, written in the
 same transaction as the log row, and :meth:`ReviewStore.rebuild_state` recomputes it from the log alone.
+The schema is in :mod:`midog_viewer.review.schema`.
 
 Durability: WAL journal with ``synchronous=NORMAL`` by default. A commit then writes the WAL without an
 fsync, so a decision survives the process being killed (SIGKILL, a GUI crash) the moment ``decide``
@@ -13,23 +15,8 @@ returns, and one decision costs well under a millisecond; only an operating-syst
 can lose the last commits since the previous checkpoint. ``durability="full"`` (``synchronous=FULL``)
 fsyncs every commit for power-cut safety at the disk's fsync cost. A reader in another process sees
 every committed decision while the writer goes on (WAL readers never block the writer).
-
-Schema (version 1; ``schema_version`` holds the version, :data:`_MIGRATIONS` upgrades older files)::
-
-    slides(id, path, name, size_bytes, mtime, mpp, width, height, added_at, added_by)
-        path is absolute, or a bare file name for a slide registered by an import; name is the file
-        name imports match on; size_bytes + mtime identify the file version (NULL when not on disk).
-    detection_runs(id, slide_id, model, params JSON, created_at, created_by)
-    detections(id, run_id, slide_id, x1, y1, x2, y2, score, label)      level-0 pixels, xyxy
-    annotations(id, slide_id, x1, y1, x2, y2, label, source, created_at, created_by)
-        source: "hand" (added by a reviewer, with an "add" decision), "ground truth", or a file name.
-    hpf_regions(id, slide_id, x, y, w, h, created_at, created_by)        user-drawn HPF rectangles
-    decisions(id, slide_id, object_kind, object_id, verdict, label, target_id, reviewer, decided_at)
-        append-only; verdict in accept|reject|relabel|add|delete|undo|redo; target_id names the row an
-        undo or redo refers to.
-    object_state(object_kind, object_id, slide_id, status, label, decision_id)   derived cache
-    detection_index, annotation_index: R*Tree (id, x1, x2, y1, y2) for region queries (2-D: a slide
-        dimension, constant within a slide, ruins the tree's splits; the join filters the slide).
+:meth:`ReviewStore.checkpoint` copies the WAL into the main file (on close, and when the GUI is idle),
+so a plain copy of the file is current; ``midog-viewer backup`` copies safely at any time.
 
 Objects without a row in ``object_state`` have their default status: a detection is pending with its
 model label; an imported annotation is ground truth.
@@ -42,109 +29,40 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from midog_viewer.classes import MITOTIC_FIGURE, canonical_class
+from midog_viewer.classes import canonical_class
 from midog_viewer.errors import ReviewStoreError
-from midog_viewer.review.status import Status, Verdict, colour_for
+from midog_viewer.review.connection import Transaction, checkpoint, open_read_only, open_read_write, translated
+from midog_viewer.review.log import LOG_SQL, Replay, replay, status_after
+from midog_viewer.review.records import (
+    Decision,
+    HPFRegion,
+    ObjectTable,
+    Slide,
+    check_boxes,
+    check_region,
+    file_identity,
+)
+from midog_viewer.review.schema import SCHEMA_VERSION
+from midog_viewer.review.status import Status, Verdict
 
-SCHEMA_VERSION = 1
-
-_SCHEMA_V1 = """
-CREATE TABLE schema_version (version INTEGER NOT NULL);
-CREATE TABLE slides (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL,
-    name TEXT NOT NULL,
-    size_bytes INTEGER,
-    mtime REAL,
-    mpp REAL,
-    width INTEGER,
-    height INTEGER,
-    added_at TEXT NOT NULL,
-    added_by TEXT NOT NULL
-);
-CREATE INDEX slides_by_name ON slides(name);
-CREATE INDEX slides_by_path ON slides(path);
-CREATE TABLE detection_runs (
-    id INTEGER PRIMARY KEY,
-    slide_id INTEGER NOT NULL REFERENCES slides(id),
-    model TEXT NOT NULL,
-    params TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL
-);
-CREATE TABLE detections (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES detection_runs(id),
-    slide_id INTEGER NOT NULL REFERENCES slides(id),
-    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
-    score REAL NOT NULL,
-    label TEXT NOT NULL
-);
-CREATE INDEX detections_by_slide ON detections(slide_id, run_id);
-CREATE TABLE annotations (
-    id INTEGER PRIMARY KEY,
-    slide_id INTEGER NOT NULL REFERENCES slides(id),
-    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
-    label TEXT NOT NULL,
-    source TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL
-);
-CREATE INDEX annotations_by_slide ON annotations(slide_id);
-CREATE TABLE hpf_regions (
-    id INTEGER PRIMARY KEY,
-    slide_id INTEGER NOT NULL REFERENCES slides(id),
-    x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL,
-    created_at TEXT NOT NULL,
-    created_by TEXT NOT NULL
-);
-CREATE TABLE decisions (
-    id INTEGER PRIMARY KEY,
-    slide_id INTEGER NOT NULL REFERENCES slides(id),
-    object_kind TEXT NOT NULL CHECK (object_kind IN ('detection', 'annotation')),
-    object_id INTEGER NOT NULL,
-    verdict TEXT NOT NULL
-        CHECK (verdict IN ('accept', 'reject', 'relabel', 'add', 'delete', 'undo', 'redo')),
-    label TEXT,
-    target_id INTEGER REFERENCES decisions(id),
-    reviewer TEXT NOT NULL,
-    decided_at TEXT NOT NULL
-);
-CREATE INDEX decisions_by_slide ON decisions(slide_id, id);
-CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
-    BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END;
-CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
-    BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END;
-CREATE TABLE object_state (
-    object_kind TEXT NOT NULL,
-    object_id INTEGER NOT NULL,
-    slide_id INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    label TEXT NOT NULL,
-    decision_id INTEGER NOT NULL,
-    PRIMARY KEY (object_kind, object_id)
-) WITHOUT ROWID;
-CREATE VIRTUAL TABLE detection_index USING rtree(id, x1, x2, y1, y2);
-CREATE VIRTUAL TABLE annotation_index USING rtree(id, x1, x2, y1, y2);
-"""
-
-#: version → SQL that upgrades a file from ``version - 1``; version 1 is the fresh schema.
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+__all__ = [
+    "ANNOTATION", "DETECTION", "GROUND_TRUTH_SOURCE", "HAND", "REVIEWED_STATUSES", "SCHEMA_VERSION",
+    "Decision", "HPFRegion", "ObjectTable", "ReviewStore", "Slide",
+]
 
 DETECTION = "detection"
 ANNOTATION = "annotation"
 HAND = "hand"
 GROUND_TRUTH_SOURCE = "ground truth"
 
-_DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 #: Statuses of the labels a review produced (what exports and training take as labelled).
 REVIEWED_STATUSES = (Status.ACCEPTED.value, Status.GROUND_TRUTH.value, Status.RELABELLED.value)
 
@@ -160,259 +78,81 @@ def _default_reviewer() -> str:
         return "unknown"
 
 
-@dataclass(frozen=True)
-class Slide:
-    """A slide row: ``path`` is absolute, or a bare file name when registered by an import."""
-
-    id: int
-    path: str
-    name: str
-    mpp: float | None
-    width: int | None
-    height: int | None
-
-
-@dataclass(frozen=True)
-class HPFRegion:
-    """A user-drawn high-power field, level-0 pixels."""
-
-    id: int
-    slide_id: int
-    x: float
-    y: float
-    w: float
-    h: float
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One row of the decision log."""
-
-    id: int
-    slide_id: int
-    object_kind: str
-    object_id: int
-    verdict: Verdict
-    label: str | None
-    target_id: int | None
-    reviewer: str
-    decided_at: str
-
-
-_COLUMNS = ("id", "kind", "x1", "y1", "x2", "y2", "score", "label", "status", "source", "run_id")
-
-
-@dataclass(frozen=True)
-class ObjectTable:
-    """Columnar objects of one slide: every field is a numpy array of the same length.
-
-    ``id`` int64 (unique within ``kind``), ``kind`` "detection" | "annotation", ``x1 y1 x2 y2`` float64
-    level-0 pixels, ``score`` float64 (NaN for annotations), ``label`` str, ``status`` :class:`Status`
-    values (str), ``source`` str (annotations; "" for detections), ``run_id`` int64 (-1 for
-    annotations). ``table["x1"]`` works as well as ``table.x1``.
-    """
-
-    id: np.ndarray
-    kind: np.ndarray
-    x1: np.ndarray
-    y1: np.ndarray
-    x2: np.ndarray
-    y2: np.ndarray
-    score: np.ndarray
-    label: np.ndarray
-    status: np.ndarray
-    source: np.ndarray
-    run_id: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.id)
-
-    def __getitem__(self, column: str) -> np.ndarray:
-        if column not in _COLUMNS:
-            raise KeyError(column)
-        return getattr(self, column)
-
-    def keys(self) -> tuple[str, ...]:
-        return _COLUMNS
-
-    @property
-    def boxes(self) -> np.ndarray:
-        """(N, 4) float64 xyxy boxes."""
-        return np.stack([self.x1, self.y1, self.x2, self.y2], axis=1).reshape(-1, 4)
-
-    @property
-    def centres(self) -> np.ndarray:
-        """(N, 2) float64 box centres (x, y)."""
-        return np.stack([(self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2], axis=1).reshape(-1, 2)
-
-    def colours(self) -> list[str]:
-        """The colour name of each row, by :func:`~midog_viewer.review.status.colour_for`."""
-        return [colour_for(s) for s in self.status]
-
-    def select(self, mask: np.ndarray) -> ObjectTable:
-        """The rows where ``mask`` (bool array or index array) selects."""
-        return ObjectTable(**{c: getattr(self, c)[mask] for c in _COLUMNS})
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[tuple]) -> ObjectTable:
-        """Build from rows ordered as the fields (id, kind, x1, y1, x2, y2, score, label, status, source, run_id)."""
-        if not rows:
-            return cls.empty()
-        cols = list(zip(*rows))
-        return cls(
-            id=np.asarray(cols[0], dtype=np.int64),
-            kind=np.asarray(cols[1], dtype=object),
-            x1=np.asarray(cols[2], dtype=np.float64),
-            y1=np.asarray(cols[3], dtype=np.float64),
-            x2=np.asarray(cols[4], dtype=np.float64),
-            y2=np.asarray(cols[5], dtype=np.float64),
-            score=np.asarray([np.nan if s is None else s for s in cols[6]], dtype=np.float64),
-            label=np.asarray(cols[7], dtype=object),
-            status=np.asarray(cols[8], dtype=object),
-            source=np.asarray(cols[9], dtype=object),
-            run_id=np.asarray(cols[10], dtype=np.int64),
-        )
-
-    @classmethod
-    def empty(cls) -> ObjectTable:
-        floats = np.zeros(0, dtype=np.float64)
-        objects = np.zeros(0, dtype=object)
-        ints = np.zeros(0, dtype=np.int64)
-        return cls(ints, objects, floats, floats, floats, floats, floats, objects, objects, objects, ints)
-
-    @staticmethod
-    def concatenate(tables: Iterable[ObjectTable]) -> ObjectTable:
-        tables = list(tables)
-        if not tables:
-            return ObjectTable.empty()
-        return ObjectTable(**{c: np.concatenate([getattr(t, c) for t in tables]) for c in _COLUMNS})
-
-
-def _file_identity(path: Path) -> tuple[int | None, float | None]:
-    try:
-        st = path.stat()
-    except OSError:
-        return None, None
-    return int(st.st_size), float(st.st_mtime)
-
-
-def _check_boxes(boxes: Any, what: str) -> np.ndarray:
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.ndim == 1 and array.size == 4:
-        array = array.reshape(1, 4)
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ReviewStoreError(f"{what} must be an (N, 4) array of x1, y1, x2, y2, not shape {array.shape}.")
-    if not np.all(np.isfinite(array)):
-        raise ReviewStoreError(f"{what} contain NaN or infinite coordinates.")
-    if np.any(array[:, 2] < array[:, 0]) or np.any(array[:, 3] < array[:, 1]):
-        raise ReviewStoreError(f"{what} must have x2 >= x1 and y2 >= y1 (xyxy order).")
-    return array
-
-
 class ReviewStore:
-    """The review database of one project (see the module docstring for the schema).
+    """The review database of one project (schema: :mod:`midog_viewer.review.schema`).
 
     Use as a context manager or call :meth:`close`. One instance may be shared by threads (calls are
     serialised by a lock); other processes may open the same file at the same time.
     """
 
-    def __init__(self, db_path: str | os.PathLike, reviewer: str | None = None, durability: str = "normal"):
-        if durability not in _DURABILITY:
-            raise ReviewStoreError(f"durability must be 'normal' or 'full', not {durability!r}.")
+    def __init__(
+        self,
+        db_path: str | os.PathLike,
+        reviewer: str | None = None,
+        durability: str = "normal",
+        *,
+        read_only: bool = False,
+    ):
+        """Open (or create) the store; ``read_only`` opens an existing one without writing a byte."""
         self.path = Path(db_path)
         self.reviewer = reviewer or _default_reviewer()
+        self.read_only = read_only
         self._lock = threading.RLock()
         self._depth = 0
+        self._last_write = time.monotonic()
+        self._unsaved = False
         if self.path.is_dir():
             raise ReviewStoreError(f"{self.path} is a folder, not a review database file.")
-        try:
-            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise ReviewStoreError(f"cannot open review database {self.path}: {exc}.") from exc
-        try:
-            self._configure(durability)
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise ReviewStoreError(f"{self.path} is not a usable review database ({exc}).") from exc
-        except ReviewStoreError:
-            self._db.close()
-            raise
+        self._db = open_read_only(self.path) if read_only else open_read_write(self.path, durability)
 
-    # -- connection and schema -------------------------------------------------------------------
+    # -- connection -----------------------------------------------------------------------------
 
-    def _configure(self, durability: str) -> None:
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ReviewStoreError(f"{self.path} cannot use a write-ahead log (journal mode {mode}).")
-        self._db.execute(f"PRAGMA synchronous = {_DURABILITY[durability]}")
-        self._db.execute("PRAGMA foreign_keys = ON")
-
-    def _migrate(self) -> None:
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "schema_version" not in tables:
-            if tables:
-                raise ReviewStoreError(f"{self.path} is an SQLite database but not a midog-viewer review store.")
-            version = 0
-        else:
-            row = self._db.execute("SELECT version FROM schema_version").fetchone()
-            version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise ReviewStoreError(
-                f"{self.path} has schema version {version}, newer than this midog-viewer reads ({SCHEMA_VERSION})."
-            )
-        if version == SCHEMA_VERSION:
-            return
-        with self._transaction():
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _split_sql(_MIGRATIONS[step]):
-                    self._db.execute(statement)
-            self._db.execute("DELETE FROM schema_version")
-            self._db.execute("INSERT INTO schema_version(version) VALUES (?)", (SCHEMA_VERSION,))
-
-    class _Transaction:
-        """BEGIN IMMEDIATE … COMMIT under the store's lock; nested uses join the outer transaction."""
-
-        def __init__(self, store: ReviewStore):
-            self.store = store
-
-        def __enter__(self) -> sqlite3.Connection:
-            store = self.store
-            store._lock.acquire()
-            if store._depth == 0:
-                try:
-                    store._db.execute("BEGIN IMMEDIATE")
-                except BaseException:
-                    store._lock.release()
-                    raise
-            store._depth += 1
-            return store._db
-
-        def __exit__(self, exc_type, exc, tb) -> None:
-            store = self.store
-            store._depth -= 1
-            try:
-                if store._depth == 0:
-                    store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            finally:
-                store._lock.release()
-
-    def _transaction(self) -> ReviewStore._Transaction:
+    def _transaction(self) -> Transaction:
         """A write transaction, rolled back on any exception; nested ones join the outermost."""
-        return ReviewStore._Transaction(self)
+        return Transaction(self)
 
-    def transaction(self) -> ReviewStore._Transaction:
+    def transaction(self) -> Transaction:
         """Group several writes (e.g. a whole import) into one atomic transaction."""
         return self._transaction()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        with self._lock:
+        with self._lock, translated(self.path):
             return self._db.execute(sql, params).fetchall()
 
-    def close(self) -> None:
-        """Close the connection; the file stays consistent whether or not this is called."""
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database file (never waits); True when all of it went.
+
+        Then the database file alone holds every committed change: a plain copy of it is current.
+        """
+        if self.read_only:
+            return True
         with self._lock:
+            self._unsaved = False
+            return checkpoint(self._db, self.path)
+
+    def checkpoint_if_idle(self, idle_s: float) -> bool:
+        """Checkpoint when something was written and nothing for ``idle_s`` seconds; True if it ran."""
+        if not self._unsaved or time.monotonic() - self._last_write < idle_s:
+            return False
+        self.checkpoint()
+        return True
+
+    def copy_into(self, target: sqlite3.Connection) -> None:
+        """Copy the whole database, one consistent snapshot, into ``target`` (SQLite's online backup).
+
+        Raises ``sqlite3.Error`` as it is: most failures are the target's, which the caller names.
+        """
+        with self._lock:
+            self._db.backup(target)
+
+    def close(self) -> None:
+        """Checkpoint (best effort) and close; the file stays consistent whether or not this is called."""
+        with self._lock:
+            if not self.read_only:
+                try:
+                    self.checkpoint()
+                except ReviewStoreError:
+                    pass  # every commit is safe in the write-ahead log already
             self._db.close()
 
     def __enter__(self) -> ReviewStore:
@@ -446,7 +186,7 @@ class ReviewStore:
         on_disk = raw.exists()
         stored_path = str(raw.resolve()) if on_disk else str(path)
         name = raw.name
-        size, mtime = _file_identity(raw) if on_disk else (None, None)
+        size, mtime = file_identity(raw) if on_disk else (None, None)
         row = db.execute(
             "SELECT id FROM slides WHERE path = ? AND size_bytes IS ? AND mtime IS ?", (stored_path, size, mtime)
         ).fetchone()
@@ -529,7 +269,7 @@ class ReviewStore:
 
     def add_detections(self, run_id: int, boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         """Store a run's detections (level-0 xyxy boxes) in one transaction; return their ids (int64)."""
-        array = _check_boxes(boxes, "detection boxes")
+        array = check_boxes(boxes, "detection boxes")
         score_array = np.asarray(scores, dtype=np.float64).reshape(-1)
         label_list = [canonical_class(label) for label in labels]
         if not (len(array) == len(score_array) == len(label_list)):
@@ -564,14 +304,16 @@ class ReviewStore:
 
     # -- annotations ----------------------------------------------------------------------------
 
-    def add_annotation(self, slide_id: int, box: Sequence[float], label: str, source: str = HAND) -> int:
+    def add_annotation(
+        self, slide_id: int, box: Sequence[float], label: str, source: str = HAND, reviewer: str | None = None
+    ) -> int:
         """Add one annotation; by hand ("hand") it is logged as an "add" decision, else it is ground truth."""
         self.slide(slide_id)
         with self._transaction() as db:
-            ids = self._insert_annotations(db, slide_id, _check_boxes(box, "annotation box"), [label], source)
+            ids = self._insert_annotations(db, slide_id, check_boxes(box, "annotation box"), [label], source)
             annotation_id = int(ids[0])
             if source == HAND:
-                self._log(db, slide_id, ANNOTATION, annotation_id, Verdict.ADD, canonical_class(label), None, None)
+                self._log(db, slide_id, ANNOTATION, annotation_id, Verdict.ADD, canonical_class(label), None, reviewer)
             return annotation_id
 
     def add_annotations(self, slide_id: int, boxes: np.ndarray, labels: Sequence[str], source: str) -> np.ndarray:
@@ -580,7 +322,7 @@ class ReviewStore:
             raise ReviewStoreError("annotations added by hand are added one at a time with add_annotation.")
         self.slide(slide_id)
         with self._transaction() as db:
-            return self._insert_annotations(db, slide_id, _check_boxes(boxes, "annotation boxes"), labels, source)
+            return self._insert_annotations(db, slide_id, check_boxes(boxes, "annotation boxes"), labels, source)
 
     def _insert_annotations(
         self, db: sqlite3.Connection, slide_id: int, boxes: np.ndarray, labels: Sequence[str], source: str
@@ -670,7 +412,7 @@ class ReviewStore:
         )
         decision_id = int(cursor.lastrowid)
         if verdict not in (Verdict.UNDO, Verdict.REDO):
-            self._write_state(db, kind, object_id, slide_id, _status_after(kind, verdict, label), label, decision_id)
+            self._write_state(db, kind, object_id, slide_id, status_after(kind, verdict, label), label, decision_id)
         return decision_id
 
     @staticmethod
@@ -684,38 +426,49 @@ class ReviewStore:
         )
 
     def undo(self, slide_id: int, reviewer: str | None = None) -> int | None:
-        """Undo the latest effective decision on a slide (a new "undo" row); return the object id or None."""
-        return self._undo_redo(slide_id, Verdict.UNDO, reviewer)
+        """Undo the reviewer's latest decision in effect on a slide (a new "undo" row); return the object id or None.
+
+        Each reviewer undoes only their own decisions: Alice's undo never takes back Bob's reject.
+        """
+        done = self.undo_decision(slide_id, reviewer)
+        return None if done is None else done.object_id
 
     def redo(self, slide_id: int, reviewer: str | None = None) -> int | None:
-        """Redo the latest undone decision if nothing was decided since; return the object id or None."""
-        return self._undo_redo(slide_id, Verdict.REDO, reviewer)
+        """Redo the reviewer's latest undone decision if they decided nothing since; return the object id or None."""
+        done = self.redo_decision(slide_id, reviewer)
+        return None if done is None else done.object_id
 
-    def _undo_redo(self, slide_id: int, verdict: Verdict, reviewer: str | None) -> int | None:
+    def undo_decision(self, slide_id: int, reviewer: str | None = None) -> Decision | None:
+        """As :meth:`undo`, returning the "undo" row written (its object kind and id), or None."""
+        return self._undo_redo(slide_id, Verdict.UNDO, reviewer or self.reviewer)
+
+    def redo_decision(self, slide_id: int, reviewer: str | None = None) -> Decision | None:
+        """As :meth:`redo`, returning the "redo" row written, or None."""
+        return self._undo_redo(slide_id, Verdict.REDO, reviewer or self.reviewer)
+
+    def _undo_redo(self, slide_id: int, verdict: Verdict, reviewer: str) -> Decision | None:
         with self._transaction() as db:
-            log = _replay(db.execute(_LOG_SQL, (slide_id,)).fetchall())
-            stack = log.done if verdict is Verdict.UNDO else log.undone
-            if not stack:
+            log = replay(db.execute(LOG_SQL, (slide_id,)).fetchall())
+            target = log.undo_target(reviewer) if verdict is Verdict.UNDO else log.redo_target(reviewer)
+            if target is None:
                 return None
-            target = stack[-1]
             row = log.rows[target]
-            self._log(db, slide_id, row.object_kind, row.object_id, verdict, row.label, target, reviewer)
+            decision_id = self._log(db, slide_id, row.object_kind, row.object_id, verdict, row.label, target, reviewer)
             if verdict is Verdict.UNDO:
-                log.done.pop()
+                log.apply_undo(target, reviewer)
             else:
-                log.done.append(log.undone.pop())
+                log.apply_redo(target)
             self._refresh_state(db, log, slide_id, row.object_kind, row.object_id)
-            return row.object_id
+            decided_at = db.execute("SELECT decided_at FROM decisions WHERE id = ?", (decision_id,)).fetchone()[0]
+            return Decision(decision_id, slide_id, row.object_kind, row.object_id, verdict, row.label, target,
+                            reviewer, decided_at)
 
-    def _refresh_state(self, db: sqlite3.Connection, log: _Replay, slide_id: int, kind: str, object_id: int) -> None:
+    def _refresh_state(self, db: sqlite3.Connection, log: Replay, slide_id: int, kind: str, object_id: int) -> None:
         """Set one object's cached state from the effective decisions of a replayed log."""
-        last = next(
-            (log.rows[d] for d in reversed(log.done) if log.rows[d].object_kind == kind and log.rows[d].object_id == object_id),
-            None,
-        )
+        last = log.last_effective(kind, object_id)
         if last is not None:
             self._write_state(
-                db, kind, object_id, slide_id, _status_after(kind, last.verdict, last.label), last.label, last.id
+                db, kind, object_id, slide_id, status_after(kind, last.verdict, last.label), last.label, last.id
             )
             return
         db.execute("DELETE FROM object_state WHERE object_kind = ? AND object_id = ?", (kind, object_id))
@@ -736,7 +489,7 @@ class ReviewStore:
         with self._transaction() as db:
             db.execute("DELETE FROM object_state")
             for (slide_id,) in db.execute("SELECT DISTINCT slide_id FROM decisions").fetchall():
-                log = _replay(db.execute(_LOG_SQL, (slide_id,)).fetchall())
+                log = replay(db.execute(LOG_SQL, (slide_id,)).fetchall())
                 touched = {(log.rows[d].object_kind, log.rows[d].object_id) for d in log.rows}
                 for kind, object_id in sorted(touched):
                     self._refresh_state(db, log, slide_id, kind, object_id)
@@ -745,7 +498,7 @@ class ReviewStore:
 
     def add_hpf(self, slide_id: int, region: Sequence[float]) -> int:
         """Store a user-drawn high-power field (x, y, w, h in level-0 pixels); return its id."""
-        x, y, w, h = _check_region(region)
+        x, y, w, h = check_region(region)
         self.slide(slide_id)
         with self._transaction() as db:
             cursor = db.execute(
@@ -784,7 +537,7 @@ class ReviewStore:
         annotation_params: list[Any] = [slide_id]
         detection_from, annotation_from = "detections d", "annotations a"
         if region is not None:
-            x, y, w, h = _check_region(region)
+            x, y, w, h = check_region(region)
             # drive the query from the R*Tree (CROSS JOIN fixes the order), then test the exact boxes
             detection_from = "detection_index r CROSS JOIN detections d ON d.id = r.id"
             annotation_from = "annotation_index r CROSS JOIN annotations a ON a.id = r.id"
@@ -812,7 +565,7 @@ class ReviewStore:
             " ON s.object_kind = 'annotation' AND s.object_id = a.id WHERE " + " AND ".join(annotation_where)
             + " ORDER BY a.id"
         )
-        with self._lock:
+        with self._lock, translated(self.path):
             rows = self._db.execute(detection_sql, detection_params).fetchall()
             rows += self._db.execute(annotation_sql, annotation_params).fetchall()
         return ObjectTable.from_rows(rows)
@@ -827,75 +580,3 @@ class ReviewStore:
         return table.select(np.isin(table.status, REVIEWED_STATUSES))
 
 
-def _check_region(region: Sequence[float]) -> tuple[float, float, float, float]:
-    try:
-        x, y, w, h = (float(v) for v in region)
-    except (TypeError, ValueError) as exc:
-        raise ReviewStoreError(f"a region is (x, y, w, h) in level-0 pixels, not {region!r}.") from exc
-    if not all(np.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
-        raise ReviewStoreError(f"a region needs finite x, y and non-negative w, h, not {region!r}.")
-    return x, y, w, h
-
-
-def _status_after(kind: str, verdict: Verdict, label: str | None) -> Status:
-    """The status an object has when ``verdict`` is its latest effective decision."""
-    if verdict is Verdict.ACCEPT:
-        return Status.ACCEPTED
-    if verdict is Verdict.REJECT:
-        return Status.REJECTED
-    if verdict is Verdict.RELABEL:
-        return Status.ACCEPTED if label == MITOTIC_FIGURE else Status.RELABELLED
-    if verdict is Verdict.ADD:
-        return Status.ACCEPTED
-    if verdict is Verdict.DELETE:
-        return Status.DELETED
-    raise ValueError(f"{verdict} does not set a status")  # undo/redo never reach here
-
-
-_LOG_SQL = "SELECT id, object_kind, object_id, verdict, label, target_id FROM decisions WHERE slide_id = ? ORDER BY id"
-
-
-@dataclass(frozen=True)
-class _LogRow:
-    id: int
-    object_kind: str
-    object_id: int
-    verdict: Verdict
-    label: str | None
-    target_id: int | None
-
-
-@dataclass
-class _Replay:
-    rows: dict[int, _LogRow]
-    done: list[int]
-    undone: list[int]
-
-
-def _replay(rows: Iterable[tuple]) -> _Replay:
-    """Replay a slide's log: ``done`` holds the effective decisions in order, ``undone`` the redo stack."""
-    replay = _Replay(rows={}, done=[], undone=[])
-    for raw in rows:
-        row = _LogRow(raw[0], raw[1], raw[2], Verdict(raw[3]), raw[4], raw[5])
-        if row.verdict is Verdict.UNDO:
-            if replay.done and replay.done[-1] == row.target_id:
-                replay.undone.append(replay.done.pop())
-        elif row.verdict is Verdict.REDO:
-            if replay.undone and replay.undone[-1] == row.target_id:
-                replay.done.append(replay.undone.pop())
-        else:
-            replay.rows[row.id] = row
-            replay.done.append(row.id)
-            replay.undone.clear()
-    return replay
-
-
-def _split_sql(script: str) -> Iterator[str]:
-    """Statements of a schema script (triggers keep their inner semicolons)."""
-    statement: list[str] = []
-    for line in script.strip().splitlines():
-        statement.append(line)
-        joined = "\n".join(statement).strip()
-        if joined.endswith(";") and (not joined.upper().startswith("CREATE TRIGGER") or joined.upper().endswith("END;")):
-            yield joined
-            statement = []

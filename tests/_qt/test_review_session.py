@@ -118,3 +118,55 @@ def test_a_mitosis_found_again_by_a_later_batch_is_stored_once(store, tmp_path):
                                    np.array([0.95, 0.7, 0.6]), ["mitotic figure"] * 3)
     assert len(again) == 2  # the box on the first one (IoU 0.92) is dropped; IoU 0.2 with [300, 300, ...] is kept
     assert len(session.table) == len(first) + 2 == len(store.objects(session.slide_id))
+
+
+def test_undo_takes_back_only_the_current_reviewers_decisions(store, tmp_path):
+    alice = _session(store, tmp_path)
+    keys = _detect(alice)
+    bob = ReviewSession(store, tmp_path / "hpf.tiff", width=1000, height=800, mpp=0.25, reviewer="bob")
+    assert alice.reviewer == "tester" and bob.reviewer == "bob"
+    alice.decide(keys[0], "accept")
+    bob.decide(keys[1], "reject")
+    assert alice.undo() == [keys[0]]  # Alice's Ctrl+Z: her accept, never Bob's reject
+    assert alice.table.status[alice.row_of(keys[0])] == "pending"
+    assert alice.undo() == []
+    bob.reload()
+    assert bob.table.status[bob.row_of(keys[1])] == "rejected"
+    added = bob.add_mitosis(600, 600)
+    assert bob.undo() == [added] and bob.undo() == [keys[1]]
+    assert alice.redo() == [keys[0]]
+    assert [d.reviewer for d in store.decisions(alice.slide_id)] == ["tester", "bob", "tester", "bob", "bob", "bob", "tester"]
+
+
+def _file_alone_holds(db_path, tmp_path, name) -> int:
+    """Decisions in a plain copy of the database file alone (what copying reviews.sqlite gives)."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / name
+    shutil.copyfile(db_path, copy)
+    db = sqlite3.connect(copy)
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'decisions'").fetchall():
+            return 0  # even the schema is still only in the -wal
+        return db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_closing_a_session_or_idling_puts_every_decision_in_the_database_file(store, tmp_path):
+    other = ReviewStore(store.path, reviewer="other")  # another open connection keeps the -wal alive
+    try:
+        session = _session(store, tmp_path)
+        keys = _detect(session)
+        session.decide(keys[0], "accept")
+        assert _file_alone_holds(store.path, tmp_path, "before.sqlite") == 0  # still in the -wal
+        assert not session.checkpoint_if_idle(idle_s=3600)  # not idle long enough
+        assert session.checkpoint_if_idle(idle_s=0)
+        assert _file_alone_holds(store.path, tmp_path, "idle.sqlite") == 1
+        assert not session.checkpoint_if_idle(idle_s=0)  # nothing new to fold in
+        session.decide(keys[1], "reject")
+        assert session.close()
+        assert _file_alone_holds(store.path, tmp_path, "closed.sqlite") == 2
+    finally:
+        other.close()

@@ -255,3 +255,64 @@ def test_full_durability_option(tmp_path):
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with pytest.raises(ReviewStoreError):
         ReviewStore(tmp_path / "g.db", durability="sometimes")
+
+
+def test_undo_and_redo_act_on_the_reviewers_own_decisions(store, slide_with_detections):
+    slide_id, _, ids = slide_with_detections
+    a, b, c = (int(i) for i in ids)
+    store.decide(a, "accept", reviewer="alice")
+    store.decide(b, "reject", reviewer="bob")
+    assert store.undo(slide_id, reviewer="alice") == a  # Alice's Ctrl+Z: her accept, not Bob's reject
+    assert state(store, slide_id)[("detection", a)][0] == "pending"
+    assert state(store, slide_id)[("detection", b)][0] == "rejected"
+    assert store.undo(slide_id, reviewer="alice") is None  # nothing of hers is left
+    store.decide(c, "accept", reviewer="bob")  # Bob's decision does not clear Alice's redo
+    assert store.redo(slide_id, reviewer="alice") == a
+    assert state(store, slide_id)[("detection", a)][0] == "accepted"
+    assert store.redo(slide_id, reviewer="bob") is None
+    assert store.undo(slide_id, reviewer="bob") == c
+    assert store.undo(slide_id, reviewer="bob") == b
+    assert state(store, slide_id)[("detection", b)][0] == "pending"
+    assert store.undo(slide_id) == a  # the store's own reviewer is alice
+    before = state(store, slide_id)
+    store.rebuild_state()
+    assert state(store, slide_id) == before
+
+
+def test_undo_of_an_overridden_decision_keeps_the_later_one(store, slide_with_detections):
+    slide_id, _, ids = slide_with_detections
+    a = int(ids[0])
+    store.decide(a, "accept", reviewer="alice")
+    store.decide(a, "reject", reviewer="bob")
+    assert store.undo(slide_id, reviewer="alice") == a
+    assert state(store, slide_id)[("detection", a)][0] == "rejected"  # Bob's reject stands
+    assert store.undo(slide_id, reviewer="bob") == a
+    assert state(store, slide_id)[("detection", a)][0] == "pending"
+    assert store.redo(slide_id, reviewer="alice") == a  # a redo is the latest action
+    assert store.redo(slide_id, reviewer="bob") == a
+    assert state(store, slide_id)[("detection", a)][0] == "rejected"
+    undone = store.undo_decision(slide_id, reviewer="bob")
+    assert (undone.verdict, undone.object_kind, undone.object_id, undone.reviewer) == (Verdict.UNDO, "detection", a, "bob")
+    assert state(store, slide_id)[("detection", a)][0] == "accepted"
+    before = state(store, slide_id)
+    store.rebuild_state()
+    assert state(store, slide_id) == before
+
+
+def test_logs_written_by_the_old_per_slide_undo_replay_the_same(store, slide_with_detections):
+    """Before undo was per reviewer, Bob's undo could take back Alice's decision; such logs keep their state."""
+    slide_id, _, ids = slide_with_detections
+    a, b = int(ids[0]), int(ids[1])
+    first = store.decide(a, "accept", reviewer="alice")
+    second = store.decide(b, "reject", reviewer="alice")
+    with store.transaction() as db:  # rows as the old rule wrote them: bob undid alice's latest
+        for verdict, target in (("undo", second), ("undo", first), ("redo", first)):
+            db.execute(
+                "INSERT INTO decisions(slide_id, object_kind, object_id, verdict, label, target_id, reviewer, decided_at)"
+                " VALUES (?, 'detection', ?, ?, 'mitotic figure', ?, 'bob', 'then')",
+                (slide_id, a if target == first else b, verdict, target),
+            )
+    store.rebuild_state()
+    assert state(store, slide_id)[("detection", a)][0] == "accepted"
+    assert state(store, slide_id)[("detection", b)][0] == "pending"
+    assert store.redo(slide_id, reviewer="bob") == b  # his redo stack still holds the one he undid
