@@ -50,17 +50,27 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
-def check_target(path: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> Path:
-    """The real path a write to ``path`` would replace, or a one-line refusal (see the module docstring)."""
-    path = Path(path)
-    real = os.path.realpath(path)
+def _refuse_protected(path: Path, real: str, protect: Iterable[str | os.PathLike], what: str | None) -> None:
     protect = [Path(p) for p in protect]
     for guarded in protect:
         if _same(real, os.path.realpath(guarded)):
+            what = what or f"the review database {protect[0].name} (or one of its files)"
             raise AnnotationFormatError(
-                f"{path} is the review database {protect[0].name} (or one of its files); "
-                "writing there would destroy the review, so choose another output path."
+                f"{path} is {what}; writing there would destroy it, so choose another output path."
             )
+
+
+def check_target(
+    path: str | os.PathLike, protect: Iterable[str | os.PathLike] = (), what: str | None = None
+) -> Path:
+    """The real path a write to ``path`` would replace, or a one-line refusal (see the module docstring).
+
+    ``protect``: paths no output may be (default: a review database's :func:`store_files`, which ``what``
+    names in the refusal otherwise).
+    """
+    path = Path(path)
+    real = os.path.realpath(path)
+    _refuse_protected(path, real, protect, what)
     try:
         mode = os.stat(real).st_mode
     except FileNotFoundError:
@@ -82,10 +92,7 @@ def make_folder(path: str | os.PathLike, protect: Iterable[str | os.PathLike] = 
     """Create an output folder (and its parents) unless it is a protected path or an existing file."""
     path = Path(path)
     real = os.path.realpath(path)
-    protect = [Path(p) for p in protect]
-    if any(_same(real, os.path.realpath(guarded)) for guarded in protect):
-        raise AnnotationFormatError(f"{path} is the review database {protect[0].name} (or one of its files); "
-                                    "choose another output folder.")
+    _refuse_protected(path, real, protect, None)
     if os.path.exists(real) and not os.path.isdir(real):
         raise AnnotationFormatError(f"{path} exists and is not a folder; name a folder (or a .geojson file).")
     try:
