@@ -8,6 +8,7 @@ import random
 import resource
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -76,6 +77,17 @@ def readonly_folder(tmp_path):
     folder.chmod(0o755)
 
 
+@pytest.fixture
+def full_device(tmp_path):
+    """A character device like /dev/full: as root a clone in tmp_path (so a regression cannot replace the real
+    one), as a user /dev/full itself (which only root could replace)."""
+    if os.geteuid() != 0:
+        return Path("/dev/full")
+    device = tmp_path / "full-device"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    return device
+
+
 # -- item 1: an export onto the database ------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["csv", "coco", "sliderunner", "geojson", "midog-json"])
@@ -108,21 +120,21 @@ def _outputs(db, gt, pred, target):
 
 @pytest.mark.parametrize("where", ["missing", "readonly", "device", "folder"])
 def test_outputs_to_a_bad_location_are_one_line_and_leave_nothing(capsys, db, evaluation_inputs, tmp_path,
-                                                                  readonly_folder, where):
+                                                                  readonly_folder, full_device, where):
     gt, pred = evaluation_inputs
     for folder in ("a-folder", "a-folder.png"):
         (tmp_path / folder).mkdir()
     target = {"missing": tmp_path / "no" / "such" / "out.csv", "readonly": readonly_folder / "out.csv",
-              "device": Path("/dev/full"), "folder": tmp_path / "a-folder"}[where]
+              "device": full_device, "folder": tmp_path / "a-folder"}[where]
     watched = target.parent if target.parent.exists() else tmp_path
     before = sorted(os.listdir(watched))
     for argv in _outputs(db, gt, pred, target):
         if where == "device" and argv[-1].endswith(".png"):
-            continue  # /dev/full.png is no device
+            continue  # full-device.png is no device
         code, _, err = run(capsys, *argv)
         assert one_line(code, err), (argv, err)
     assert sorted(os.listdir(watched)) == before
-    assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")  # a device stays a device
+    assert stat.S_ISCHR(os.stat(full_device).st_mode)  # a device stays a device
 
 
 def test_a_sliderunner_export_never_replaces_a_fifo(capsys, db, tmp_path):

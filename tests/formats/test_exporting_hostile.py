@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,17 @@ def store(tmp_path):
             store.add_annotations(slide_id, np.array([[x, 0, x + 50, 50], [x, 60, x + 50, 110]]),
                                   ["mitotic figure", "hard negative"], "gt.json")
         yield store
+
+
+@pytest.fixture
+def full_device(tmp_path):
+    """A character device like /dev/full: as root a clone in tmp_path (so a regression cannot replace the real
+    one), as a user /dev/full itself (which only root could replace)."""
+    if os.geteuid() != 0:
+        return Path("/dev/full")
+    device = tmp_path / "full-device"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    return device
 
 
 def _out(tmp_path, fmt):
@@ -75,17 +87,17 @@ def test_a_full_disk_mid_export_keeps_the_previous_export(store, tmp_path, fmt, 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "r.sqlite", "r.sqlite-wal", "r.sqlite-shm"])
 
 
-def test_a_failed_sliderunner_export_leaves_nothing_behind(store, tmp_path):
+def test_a_failed_sliderunner_export_leaves_nothing_behind(store, tmp_path, full_device):
     folder = tmp_path / "exports"
     folder.mkdir()
     (folder / "taken.sqlite").mkdir()  # a folder where the file should go: the old code left taken.sqlite.partial
     os.mkfifo(folder / "pipe.sqlite")  # the old code replaced the FIFO (or, as root, a device) with its file
     for target, message in ((folder / "taken.sqlite", "is a folder"), (folder / "pipe.sqlite", "not a regular file"),
-                            ("/dev/full", "not a regular file")):
+                            (full_device, "not a regular file")):
         with pytest.raises(AnnotationFormatError, match=message):
             export_store(store, "sliderunner", target)
     assert sorted(p.name for p in folder.iterdir()) == ["pipe.sqlite", "taken.sqlite"]
-    assert stat.S_ISFIFO((folder / "pipe.sqlite").stat().st_mode) and stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    assert stat.S_ISFIFO((folder / "pipe.sqlite").stat().st_mode) and stat.S_ISCHR(os.stat(full_device).st_mode)
 
 
 def test_geojson_folder_keeps_slides_with_the_same_stem_apart(store, tmp_path):
