@@ -233,13 +233,12 @@ def _same_export(fmt, path, reference):
 
 
 def _writing(pid, folder):
-    """Whether the process holds its temporary output file open (an unnamed or a hidden named one) in ``folder``."""
+    """Whether the process holds a file in ``folder`` open (its output, or a temporary file for it)."""
     try:
         links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     except OSError:
         return False
-    return any(link.startswith(f"{folder}/#") or (link.startswith(f"{folder}/.") and ".midog-tmp" in link)
-               for link in links)
+    return any(link.startswith(f"{folder}/") for link in links)
 
 
 def _timed_run(argv, folder):
