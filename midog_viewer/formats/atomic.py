@@ -8,7 +8,8 @@ that a kill left behind (possible only in the instant between naming and renamin
 without unnamed files) is removed by the next write of the same target. Targets are refused, in one
 sentence, when they are the review database or one of its ``-wal``/``-shm``/``-journal`` files under any
 spelling (symlink, hard link, ``..``), when they exist and are not regular files (a device such as
-``/dev/full``, a folder, a FIFO), or when their folder does not exist. OS errors (full disk, read-only
+``/dev/full``, a folder, a FIFO), when they are read-only files (which ``open("w")`` would not have
+replaced either), or when their folder does not exist. A replaced file keeps its permission bits. OS errors (full disk, read-only
 folder, permission) become one :class:`~midog_viewer.errors.AnnotationFormatError` line.
 """
 
