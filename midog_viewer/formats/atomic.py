@@ -37,9 +37,11 @@ _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP}
 
 
 def store_files(db_path: str | os.PathLike) -> tuple[Path, ...]:
-    """The review database and its companion files: what no output may overwrite."""
-    db = Path(db_path)
-    return tuple(db.with_name(db.name + end) for end in _DB_COMPANIONS)
+    """The review database and its companion files (beside the link, too, if it is one): what no output may be."""
+    paths = []
+    for db in dict.fromkeys((Path(db_path), Path(os.path.realpath(db_path)))):
+        paths.extend(db.with_name(db.name + end) for end in _DB_COMPANIONS)
+    return tuple(paths)
 
 
 def _same(a: str, b: str) -> bool:

@@ -93,6 +93,9 @@ def test_the_review_database_is_refused_under_every_spelling(tmp_path):
             atomic.write_text(path, "x", atomic.store_files(db))
         with pytest.raises(AnnotationFormatError, match="is the review database r.sqlite"):
             atomic.make_folder(path, atomic.store_files(db))
+    (tmp_path / "db-link").symlink_to(db)  # a database opened through a link keeps its -wal beside the real file
+    with pytest.raises(AnnotationFormatError, match="is the review database db-link"):
+        atomic.write_text(tmp_path / "r.sqlite-wal", "x", atomic.store_files(tmp_path / "db-link"))
     assert db.read_bytes() == before
     assert not (tmp_path / "r.sqlite-shm").exists() and not (tmp_path / "r.sqlite-journal").exists()
 
