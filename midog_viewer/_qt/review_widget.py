@@ -876,13 +876,15 @@ class ReviewWidget(QWidget):
     @_reports_errors
     def export(self, fmt: str, path: str | Path) -> Path | None:
         """Write this slide's counts CSV (``fmt="counts"``) or its objects in an annotation format."""
+        from midog_viewer.formats import atomic
         from midog_viewer.formats.exporting import export_store
 
         if self.session is None:
             return None
         path = Path(path)
-        if fmt == "counts":
-            write_counts_csv(path, [self.session.counts(None, self.counts_panel.hpf_area.value(), use_drawn=True)])
+        if fmt == "counts":  # atomic, and never over the review database (export_store guards the rest)
+            rows = [self.session.counts(None, self.counts_panel.hpf_area.value(), use_drawn=True)]
+            atomic.replace_file(path, lambda temp: write_counts_csv(temp, rows), atomic.store_files(self.session.store.path))
         else:
             export_store(self.session.store, fmt, path, slide_names=[str(Path(self.slide.path).resolve())])
         show_info(f"Exported {path.name}.")

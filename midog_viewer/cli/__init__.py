@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import re
 import sys
 from collections.abc import Sequence
 
@@ -19,8 +21,31 @@ from midog_viewer.errors import MidogError
 _COMMAND_MODULES = ("slides", "detect", "review", "backup", "train", "gui")
 
 
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|inf(?:inity)?|nan"
+#: A value, not an option: "-0.25", "-inf", "-1e3" and lists such as "-100,0,512,512" (argparse knows only "-5").
+_NEGATIVE_VALUE = re.compile(rf"^-(?:{_NUMBER})(?:\s*,\s*-?(?:{_NUMBER}))*$", re.IGNORECASE)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on usage errors already; keep its message to the usage line and one error line."""
+    """argparse with one-line usage errors (exit 2) that takes negative numbers and lists as values."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_VALUE  # sub-commands are built by this class too
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"midog-viewer: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number above zero (sizes, areas, radii, pixel sizes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

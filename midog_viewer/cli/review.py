@@ -1,10 +1,20 @@
-"""Sub-commands of the review core: ``import``, ``export``, ``counts`` and ``evaluate``."""
+"""Sub-commands of the review core: ``import``, ``export``, ``counts`` and ``evaluate``.
+
+Every output file goes through :mod:`midog_viewer.formats.atomic`: written whole or not at all, never over
+the review database (or the evaluation's own inputs), never over a device or folder; a missing,
+read-only or full location is one line and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from midog_viewer.cli import positive_number
+
+#: What the precision-recall figure can be saved as (matplotlib picks the format by the suffix).
+_FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="file format (default: from the suffix; midog = COCO-like with bbox x1,y1,x2,y2, "
                         "coco = standard bbox x,y,w,h)")
     p.add_argument("--image", help="GeoJSON only: the image the objects belong to (default: by file stem)")
-    p.add_argument("--point-box-px", type=float, default=50.0, help="box side for point labels, pixels (default 50)")
-    p.add_argument("--point-box-um", type=float, help="box side for point labels in µm, where the mpp is known")
+    p.add_argument("--point-box-px", type=positive_number, default=50.0, help="box side for point labels, pixels (default 50)")
+    p.add_argument("--point-box-um", type=positive_number, help="box side for point labels in µm, where the mpp is known")
     p.add_argument("--reviewer", help="name recorded as who imported (default: the login name)")
     p.add_argument("--json", action="store_true", help='print {"images": n, "classes": {...}} as JSON')
     p.set_defaults(func=_import)
@@ -35,9 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("counts", help="mitoses per HPF, per 10 HPF and per 2 mm², hotspot and mitotic score")
     p.add_argument("--db", type=Path, required=True, help="review database")
-    p.add_argument("--hpf-mm2", type=float, default=0.237, help="area of one high-power field in mm² (default 0.237)")
+    p.add_argument("--hpf-mm2", type=positive_number, default=0.237, help="area of one high-power field in mm² (default 0.237)")
     p.add_argument("--slide", action="append", help="only this slide (file name); repeatable")
-    p.add_argument("--mpp", type=float, help="µm per pixel for slides whose pixel size is unknown")
+    p.add_argument("--mpp", type=positive_number, help="µm per pixel for slides whose pixel size is unknown")
     p.add_argument("--window", choices=("10hpf", "2mm2"), default="10hpf", help="hotspot window (default 10 HPF)")
     p.add_argument("--grid", action="store_true", help="count on a grid even where HPFs were drawn")
     p.add_argument("--include-pending", action="store_true", help="count unreviewed mitotic-figure detections too")
@@ -50,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", type=Path, required=True,
                    help="prediction folder (predictions.json + */output/mitotic-figures.json) or one JSON "
                         "mapping case → \"Multiple points\"")
-    p.add_argument("--radius-um", type=float, default=7.5, help="hit radius in µm (default 7.5)")
+    p.add_argument("--radius-um", type=positive_number, default=7.5, help="hit radius in µm (default 7.5)")
     p.add_argument("--metrics", type=Path, help="write the organisers' metrics.json layout (aggregates) here")
     p.add_argument("--cases-csv", type=Path, help="write one row per case here")
     p.add_argument("--curve-csv", type=Path, help="write F1 against the score threshold here")
@@ -60,21 +70,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from midog_viewer.errors import AnnotationFormatError, MidogError
+    from midog_viewer.errors import AnnotationFormatError
     from midog_viewer.formats.importing import import_file, summary_line
     from midog_viewer.review import ReviewStore
 
     if not args.file.is_file():  # before the database is created
         raise AnnotationFormatError(f"{args.file} does not exist or is not a file.")
-    created = not args.db.exists()
+    created = not args.db.exists() and not args.db.is_symlink()
     try:
         with ReviewStore(args.db, reviewer=args.reviewer) as store:
             summary = import_file(
                 store, args.file, fmt=args.fmt, images_dir=args.images, image_name=args.image,
                 point_box_px=args.point_box_px, point_box_um=args.point_box_um,
             )
-    except MidogError:
-        if created:  # a failed import into a new database leaves no empty database behind
+    except BaseException:
+        if created:  # a failed import (whatever the error) into a new database leaves no database behind
             for leftover in (args.db, *(args.db.with_name(args.db.name + end) for end in ("-wal", "-shm"))):
                 leftover.unlink(missing_ok=True)
         raise
@@ -104,9 +114,12 @@ def _export(args: argparse.Namespace) -> int:
 
 def _counts(args: argparse.Namespace) -> int:
     from midog_viewer.errors import ReviewStoreError
+    from midog_viewer.formats import atomic
     from midog_viewer.review import ReviewStore
     from midog_viewer.review.counts import count_slide, write_counts_csv
 
+    if args.csv:  # refuse a bad output before the work
+        atomic.check_target(args.csv, atomic.store_files(args.db))
     with ReviewStore(_existing_db(args.db), read_only=True) as store:
         if args.slide:
             slides = []
@@ -123,7 +136,7 @@ def _counts(args: argparse.Namespace) -> int:
             for slide in slides
         ]
     if args.csv:
-        write_counts_csv(args.csv, results)
+        atomic.replace_file(args.csv, lambda temp: write_counts_csv(temp, results), atomic.store_files(args.db))
     if args.json:
         print(json.dumps({"hpf_mm2": args.hpf_mm2, "slides": [r.as_json() for r in results]}))
         return 0
@@ -139,22 +152,32 @@ def _counts(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import csv
 
+    from midog_viewer.errors import AnnotationFormatError
     from midog_viewer.evaluate import evaluate_cases, write_pr_curve
+    from midog_viewer.formats import atomic
     from midog_viewer.formats.gc_points import read_ground_truth, read_predictions
 
+    outputs = [p for p in (args.metrics, args.cases_csv, args.curve_csv, args.pr_png) if p]
+    inputs = [args.gt, args.pred] + ([args.pred / "predictions.json"] if args.pred.is_dir() else [])
+    # refuse a bad output before the work; the inputs are guarded here, the writes below re-check the rest
+    real = [atomic.check_target(p, inputs, "an input of this evaluation") for p in outputs]
+    if len(set(real)) != len(real):
+        raise AnnotationFormatError("two of --metrics, --cases-csv, --curve-csv and --pr-png name the same file.")
+    if args.pr_png and args.pr_png.suffix.lower() not in _FIGURE_SUFFIXES:
+        raise AnnotationFormatError(f"--pr-png must end in {', '.join(_FIGURE_SUFFIXES)}, not {args.pr_png.name!r}.")
     evaluation = evaluate_cases(read_ground_truth(args.gt), read_predictions(args.pred), args.radius_um / 1000.0)
     if args.metrics:
         results = [{"image": c.case, "metrics": {"true_positives": c.tp, "false_negatives": c.fn, "false_positives": c.fp},
                     "tumor_domain": c.tumor_domain, "roi_type": c.roi_type} for c in evaluation.cases]
-        args.metrics.write_text(json.dumps({"results": results, "aggregates": evaluation.aggregates}, indent=4))
+        atomic.write_text(args.metrics, json.dumps({"results": results, "aggregates": evaluation.aggregates}, indent=4))
     for path, rows in ((args.cases_csv, evaluation.case_rows()), (args.curve_csv, evaluation.threshold_curve())):
         if path and rows:
-            with path.open("w", newline="", encoding="utf-8") as handle:
+            with atomic.open_text(path, newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
     if args.pr_png:
-        write_pr_curve(evaluation, args.pr_png)
+        atomic.replace_file(args.pr_png, lambda temp: write_pr_curve(evaluation, temp))
     if args.json:
         print(json.dumps(evaluation.summary()))
         return 0

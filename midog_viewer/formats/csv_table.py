@@ -17,6 +17,7 @@ from pathlib import Path
 
 from midog_viewer.classes import canonical_class
 from midog_viewer.errors import AnnotationFormatError
+from midog_viewer.formats import atomic
 from midog_viewer.formats.records import ImageAnnotations, finish, point_box
 
 POINT_BOX_PX = 50.0
@@ -100,8 +101,8 @@ def read(path: str | Path, point_box_px: float = POINT_BOX_PX) -> list[ImageAnno
 
 
 def write(path: str | Path, rows: list[dict]) -> None:
-    """Write rows (dicts keyed by :data:`EXPORT_COLUMNS`) as CSV with a header."""
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+    """Write rows (dicts keyed by :data:`EXPORT_COLUMNS`) as CSV with a header, atomically."""
+    with atomic.open_text(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(EXPORT_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)

@@ -13,11 +13,17 @@ Formats: ``csv`` (one row per object), ``coco`` (MIDOG COCO-style JSON, bbox xyx
 slide, in a folder unless a single slide goes to a ``.geojson``/``.json`` path) and ``midog-json``
 (case name → grand-challenge "Multiple points" in mm, what the MIDOG evaluation reads; needs each
 slide's pixel size).
+
+Every file is written atomically (:mod:`~midog_viewer.formats.atomic`) and never over the review database
+itself. In a GeoJSON folder each slide's file is named by its stem; slides whose stems collide (``a.tiff``
+and ``a.png``) are named by their whole file name (``a.tiff.geojson``), and same-named slides of
+different folders also by their id, so no slide's file overwrites another's.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +31,7 @@ import numpy as np
 
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError
-from midog_viewer.formats import csv_table, gc_points, geojson, midog_coco, sliderunner
+from midog_viewer.formats import atomic, csv_table, gc_points, geojson, midog_coco, sliderunner
 from midog_viewer.formats.records import ImageAnnotations
 from midog_viewer.review.store import REVIEWED_STATUSES, ObjectTable, ReviewStore, Slide
 
@@ -84,6 +90,9 @@ def export_store(
     slides = _slides(store, slide_names)
     tables = [(slide, select(store.objects(slide.id), selection)) for slide in slides]
     total = sum(len(table) for _, table in tables)
+    protect = atomic.store_files(store.path)
+    if fmt != "geojson":
+        atomic.check_target(out, protect)
     if fmt == "csv":
         csv_table.write(out, [row for slide, table in tables for row in _csv_rows(slide, table)])
     elif fmt == "coco":
@@ -91,7 +100,7 @@ def export_store(
     elif fmt == "sliderunner":
         sliderunner.write(out, [_image(slide, table) for slide, table in tables], person=store.reviewer)
     elif fmt == "geojson":
-        _write_geojson(out, tables)
+        _write_geojson(out, tables, protect)
     else:
         gc_points.write_cases(out, {slide.name: _mm_points(slide, table) for slide, table in tables})
     return ExportSummary(out, len(slides), total)
@@ -131,19 +140,32 @@ def _mm_points(slide: Slide, table: ObjectTable) -> list[gc_points.PointPredicti
     ]
 
 
-def _write_geojson(out: Path, tables: list[tuple[Slide, ObjectTable]]) -> None:
+def geojson_file_names(slides: list[Slide]) -> list[str]:
+    """One distinct ``.geojson`` name per slide: the stem, else the file name, else the name and the slide id."""
+    names = [Path(slide.name).stem for slide in slides]
+    for fallback in (lambda s: s.name, lambda s: f"{s.name}.{s.id}"):
+        seen = Counter(name.lower() for name in names)  # distinct on case-blind file systems too
+        names = [fallback(s) if seen[name.lower()] > 1 else name for s, name in zip(slides, names)]
+    if len({name.lower() for name in names}) != len(names):
+        raise AnnotationFormatError("these slides' names give no distinct GeoJSON file names; export them one by one.")
+    return [f"{name}.geojson" for name in names]
+
+
+def _write_geojson(out: Path, tables: list[tuple[Slide, ObjectTable]], protect: tuple[Path, ...]) -> None:
     single_file = out.suffix.lower() in (".geojson", ".json")
     if single_file and len(tables) != 1:
         raise AnnotationFormatError(
             f"GeoJSON holds one image; {len(tables)} slides need a folder as --out (or name one slide)."
         )
-    if not single_file:
-        out.mkdir(parents=True, exist_ok=True)
-    for slide, table in tables:
+    if single_file:
+        targets = [atomic.check_target(out, protect)]
+    else:
+        folder = atomic.make_folder(out, protect)
+        targets = [atomic.check_target(folder / name, protect) for name in geojson_file_names([s for s, _ in tables])]
+    for (slide, table), target in zip(tables, targets):
         properties = [
             {"name": table.status[i], "status": table.status[i], "midog_kind": table.kind[i], "midog_id": int(table.id[i]),
              **({} if math.isnan(table.score[i]) else {"score": float(table.score[i])})}
             for i in range(len(table))
         ]
-        target = out if single_file else out / f"{Path(slide.name).stem}.geojson"
         geojson.write(target, table.boxes, list(table.label), properties)

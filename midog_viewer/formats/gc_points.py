@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from midog_viewer.errors import AnnotationFormatError
+from midog_viewer.formats import atomic
 
 MULTIPLE_POINTS = "Multiple points"
 #: The organisers' defaults for points written in the MIDOG 2021 format (no name, no probability).
@@ -170,5 +171,5 @@ def multiple_points(points: list[PointPrediction]) -> dict:
 
 
 def write_cases(path: str | Path, cases: dict[str, list[PointPrediction]]) -> None:
-    """Write case name → "Multiple points" object as one JSON file."""
-    Path(path).write_text(json.dumps({case: multiple_points(p) for case, p in cases.items()}, indent=1), encoding="utf-8")
+    """Write case name → "Multiple points" object as one JSON file, atomically."""
+    atomic.write_text(path, json.dumps({case: multiple_points(p) for case, p in cases.items()}, indent=1))

@@ -22,6 +22,7 @@ import numpy as np
 
 from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE, canonical_class
 from midog_viewer.errors import AnnotationFormatError
+from midog_viewer.formats import atomic
 from midog_viewer.formats.gc_points import load_json
 from midog_viewer.formats.records import ImageAnnotations, point_box
 
@@ -125,5 +126,5 @@ def feature_collection(
 
 
 def write(path: str | Path, boxes: np.ndarray, labels: list[str], properties: list[dict[str, Any]] | None = None) -> None:
-    """Write one image's boxes as a QuPath GeoJSON FeatureCollection."""
-    Path(path).write_text(json.dumps(feature_collection(boxes, labels, properties)), encoding="utf-8")
+    """Write one image's boxes as a QuPath GeoJSON FeatureCollection, atomically."""
+    atomic.write_text(path, json.dumps(feature_collection(boxes, labels, properties)))

@@ -6,6 +6,11 @@ slides by file name: with ``images_dir`` the file there is registered with its o
 size; without it an existing slide of that name is used, or a slide is registered by name alone with
 the pixel size the annotation file implies (MIDOG 2021 images) or none. Imported annotations are ground
 truth with the annotation file's name as their source; importing the same file name twice is refused.
+
+Hostile or damaged files: image names are file names inside ``images_dir`` (absolute names and ``..``
+are refused; without ``images_dir`` no file is looked for at all), coordinates beyond any slide (e.g.
+1e300) are refused, and boxes wholly outside their image's known size are imported but counted, and
+the summary line warns about them.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from midog_viewer.errors import AnnotationFormatError, ReviewStoreError
 from midog_viewer.formats import csv_table, geojson, midog_coco, sliderunner
-from midog_viewer.formats.records import ImageAnnotations
+from midog_viewer.formats.records import ImageAnnotations, check_coordinates, check_image_name, outside_image
 from midog_viewer.review.store import ReviewStore
 
 #: Readable formats: "midog" is MIDOG's COCO-like JSON (bbox xyxy), "coco" standard COCO (bbox xywh).
@@ -32,10 +39,13 @@ class ImportSummary:
     slides: int
     images: int
     classes: dict[str, int] = field(default_factory=dict)
+    #: Boxes wholly outside their image's known size, and the first of them ("name [x1, y1, x2, y2]").
+    outside: int = 0
+    first_outside: str = ""
 
     def as_json(self) -> dict:
         return {"images": self.images, "classes": self.classes, "slides": self.slides,
-                "format": self.format, "source": self.source}
+                "format": self.format, "source": self.source, "outside_image": self.outside}
 
 
 def detect_format(path: str | Path) -> str:
@@ -67,7 +77,11 @@ def detect_format(path: str | Path) -> str:
 def _geojson_image_name(path: Path, store: ReviewStore, images_dir: Path | None) -> str:
     """The image a GeoJSON file belongs to: a slide or image file with the same stem, else the stem."""
     stem = path.stem
-    for slide in store.slides():
+    slides = store.slides()
+    for slide in slides:  # "a.tiff.geojson" (a GeoJSON folder export of colliding stems) is a.tiff's
+        if slide.name == stem:
+            return slide.name
+    for slide in slides:
         if Path(slide.name).stem == stem:
             return slide.name
     if images_dir is not None:
@@ -122,17 +136,28 @@ def import_file(
     if fmt == "geojson" and image_name is None:
         image_name = _geojson_image_name(path, store, images_dir)
     images = read_file(path, fmt, point_box_px=point_box_px, point_box_um=point_box_um, image_name=image_name)
+    for image in images:
+        check_image_name(image.name, path.name)
+        check_coordinates(image, path.name)
     source = path.name
     if source in store.annotation_sources():
         raise ReviewStoreError(f"{source} was imported into {store.path.name} already; importing it again would double its labels.")
     classes: Counter[str] = Counter()
+    summary = ImportSummary(source, fmt, len(images), sum(1 for image in images if len(image)))
     with store.transaction():
         for image in images:
             slide_id = _slide_for(store, image, images_dir)
             if len(image):
+                slide = store.slide(slide_id)
+                outside = np.flatnonzero(outside_image(image.boxes, slide.width, slide.height))
+                if outside.size and not summary.outside:
+                    box = ", ".join(f"{v:g}" for v in image.boxes[outside[0]])
+                    summary.first_outside = f"{image.name} [{box}] in {slide.width} x {slide.height} px"
+                summary.outside += int(outside.size)
                 store.add_annotations(slide_id, image.boxes, image.labels, source)
                 classes.update(image.labels)
-    return ImportSummary(source, fmt, len(images), sum(1 for image in images if len(image)), dict(classes))
+    summary.classes = dict(classes)
+    return summary
 
 
 def _slide_for(store: ReviewStore, image: ImageAnnotations, images_dir: Path | None) -> int:
@@ -151,11 +176,13 @@ def _slide_for(store: ReviewStore, image: ImageAnnotations, images_dir: Path | N
         if existing.mpp is None and image.mpp is not None:
             store.set_slide_mpp(existing.id, image.mpp)
         return existing.id
-    return store.add_slide(image.name, image.mpp, image.width, image.height)
+    return store.add_slide(image.name, image.mpp, image.width, image.height, name_only=True)
 
 
 def summary_line(summary: ImportSummary) -> str:
     """One human line: source, images, and labels per class."""
     per_class = ", ".join(f"{n:,} {name}" for name, n in sorted(summary.classes.items())) or "no labels"
-    return f"{summary.source} ({summary.format}): {summary.images} labelled images of {summary.slides}; {per_class}"
+    warning = (f"; warning: {summary.outside:,} boxes lie wholly outside their image (first: {summary.first_outside})"
+               if summary.outside else "")
+    return f"{summary.source} ({summary.format}): {summary.images} labelled images of {summary.slides}; {per_class}{warning}"
 

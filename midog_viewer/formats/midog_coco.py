@@ -18,6 +18,7 @@ import numpy as np
 
 from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE, canonical_class
 from midog_viewer.errors import AnnotationFormatError
+from midog_viewer.formats import atomic
 from midog_viewer.formats.gc_points import load_json
 from midog_viewer.formats.records import ImageAnnotations, finish, midog_2021_mpp
 
@@ -72,7 +73,10 @@ def read(path: str | Path, bbox_format: str = "xyxy") -> list[ImageAnnotations]:
     classes: dict[int, str] = {}
     for i, entry in enumerate(_require(data, "categories", list, str(path))):
         where = f"{path.name} categories[{i}]"
-        classes[_require(entry, "id", int, where)] = canonical_class(_require(entry, "name", str, where))
+        category_id = _require(entry, "id", int, where)
+        if category_id in classes:  # a second name for the same id would relabel the first one's annotations
+            raise AnnotationFormatError(f"{where}.id {category_id} is used by two categories.")
+        classes[category_id] = canonical_class(_require(entry, "name", str, where))
     boxes: dict[str, list[list[float]]] = {}
     for i, entry in enumerate(_require(data, "annotations", list, str(path))):
         where = f"{path.name} annotations[{i}]"
@@ -99,7 +103,7 @@ def read(path: str | Path, bbox_format: str = "xyxy") -> list[ImageAnnotations]:
 
 
 def write(path: str | Path, images: list[ImageAnnotations], bbox_format: str = "xyxy", description: str = "") -> None:
-    """Write boxes per image as MIDOG COCO-style JSON (xyxy unless ``bbox_format="xywh"``)."""
+    """Write boxes per image as MIDOG COCO-style JSON (xyxy unless ``bbox_format="xywh"``), atomically."""
     if bbox_format not in BBOX_FORMATS:
         raise AnnotationFormatError(f"bbox format must be 'xyxy' (MIDOG) or 'xywh' (COCO), not {bbox_format!r}.")
     labels = [MITOTIC_FIGURE, HARD_NEGATIVE] + sorted(
@@ -128,4 +132,4 @@ def write(path: str | Path, images: list[ImageAnnotations], bbox_format: str = "
         "categories": [{"id": i, "name": _EXPORT_NAMES.get(label, label)} for label, i in category_ids.items()],
         "annotations": out_annotations,
     }
-    Path(path).write_text(json.dumps(document), encoding="utf-8")
+    atomic.write_text(path, json.dumps(document))

@@ -9,12 +9,51 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import numpy as np
+
+from midog_viewer.errors import AnnotationFormatError
 
 #: MIDOG 2021 scanners (../shared/data/README.md): Hamamatsu XR and S360 for 001–100, Aperio CS2 for
 #: 101–150 and Leica GT450 for 151–200.
 _MIDOG_2021_NAME = re.compile(r"^(\d{3})\.tiff?$", re.IGNORECASE)
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+#: No slide is wider than this many level-0 pixels (2.5 m at 0.25 µm/px); a coordinate beyond it is corrupt.
+MAX_COORDINATE_PX = 10_000_000
+
+
+def check_image_name(name: str, where: str) -> str:
+    """An image name from an annotation file: a relative file name, never a way out of the image folder."""
+    parts = PurePosixPath(name).parts
+    if not name.strip() or "\0" in name or name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts or ".." in name.split("\\"):
+        raise AnnotationFormatError(
+            f"{where} names the image {name!r}; image names must be file names inside the image folder, "
+            "without '/' at the start or '..'."
+        )
+    return name
+
+
+def check_coordinates(image: "ImageAnnotations", where: str) -> None:
+    """Refuse coordinates no slide can have (e.g. 1e300), naming the first such box."""
+    boxes = np.asarray(image.boxes, dtype=np.float64).reshape(-1, 4)
+    bad = np.flatnonzero(~np.all(np.abs(boxes) <= MAX_COORDINATE_PX, axis=1))
+    if bad.size:
+        box = ", ".join(f"{v:g}" for v in boxes[bad[0]])
+        raise AnnotationFormatError(
+            f"{where}: {bad.size} boxes of image {image.name!r} lie beyond ±{MAX_COORDINATE_PX:,} px "
+            f"(first: [{box}]); the file is damaged."
+        )
+
+
+def outside_image(boxes: np.ndarray, width: int | None, height: int | None) -> np.ndarray:
+    """Which boxes lie wholly outside an image of the given size (none when the size is unknown)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not width or not height:
+        return np.zeros(len(boxes), dtype=bool)
+    return (boxes[:, 2] < 0) | (boxes[:, 3] < 0) | (boxes[:, 0] > width) | (boxes[:, 1] > height)
 
 
 def midog_2021_mpp(file_name: str) -> float | None:

@@ -18,13 +18,13 @@ import random
 import sqlite3
 import time
 import uuid
-import os
 from pathlib import Path
 
 import numpy as np
 
 from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE, canonical_class
 from midog_viewer.errors import AnnotationFormatError
+from midog_viewer.formats import atomic
 from midog_viewer.formats.records import ImageAnnotations, finish, midog_2021_mpp, point_box
 
 #: Default edge of the square around a spot annotation, in pixels (MIDOG's 50 px boxes).
@@ -80,8 +80,8 @@ def read(
         raise AnnotationFormatError(f"{path} does not exist.")
     if not (point_box_px > 0) or (point_box_um is not None and not point_box_um > 0):
         raise AnnotationFormatError("the box around a point annotation must have a positive size.")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:  # as_uri() percent-encodes '%', '#', '?' and spaces, so the name is the file's own
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
     except sqlite3.Error as exc:
         raise AnnotationFormatError(f"cannot open {path} as SQLite: {exc}.") from exc
     try:
@@ -114,12 +114,18 @@ def _read(db: sqlite3.Connection, path: Path, point_box_px: float, point_box_um:
         for key, value in (("width", width), ("height", height)):
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise AnnotationFormatError(f"{path.name} Slides row uid={uid} has {key} {value!r}, not a positive integer.")
+        if uid in names_by_uid:
+            raise AnnotationFormatError(f"{path.name} Slides uid={uid} is used by two rows.")
+        if filename in images:
+            raise AnnotationFormatError(f"{path.name} Slides lists {filename!r} twice.")
         names_by_uid[uid] = filename
         images[filename] = ImageAnnotations(filename, width, height, midog_2021_mpp(filename) if is_midog else None)
     classes = {}
     for uid, name in db.execute("SELECT uid, name FROM Classes"):
         if not isinstance(name, str):
             raise AnnotationFormatError(f"{path.name} Classes row uid={uid} has no name.")
+        if uid in classes:  # a second class under the same id would relabel the first one's annotations
+            raise AnnotationFormatError(f"{path.name} Classes uid={uid} is used by two classes.")
         classes[uid] = canonical_class(name)
     latest_vote = dict(db.execute("SELECT annoId, class FROM Annotations_label ORDER BY uid"))
     coordinates: dict[int, list[tuple[float, float]]] = {}
@@ -179,15 +185,12 @@ def _sliderunner_functions(db: sqlite3.Connection) -> None:
 def write(path: str | Path, images: list[ImageAnnotations], person: str = "midog-viewer") -> None:
     """Write boxes per image as a SlideRunner database with MIDOG.sqlite's schema (spots at box centres).
 
-    The file appears complete or not at all (written beside, then renamed over ``path``).
+    The database is built in memory and its bytes replace ``path`` atomically: nothing else is ever left.
     """
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
     labels = [MITOTIC_FIGURE, HARD_NEGATIVE] + sorted(
         {lab for image in images for lab in image.labels} - {MITOTIC_FIGURE, HARD_NEGATIVE}
     )
-    db = sqlite3.connect(partial, isolation_level=None)
+    db = sqlite3.connect(":memory:", isolation_level=None)
     try:
         _sliderunner_functions(db)
         db.execute("BEGIN")
@@ -213,9 +216,7 @@ def write(path: str | Path, images: list[ImageAnnotations], person: str = "midog
                 )
                 db.execute("INSERT INTO Annotations_label(person, class, annoId) VALUES (1, ?, ?)", (class_ids[label], anno))
         db.execute("COMMIT")
-    except BaseException:
+        data = db.serialize()
+    finally:
         db.close()
-        partial.unlink(missing_ok=True)
-        raise
-    db.close()
-    os.replace(partial, path)
+    atomic.write_bytes(path, data)

@@ -168,22 +168,25 @@ class ReviewStore:
     # -- slides ---------------------------------------------------------------------------------
 
     def add_slide(
-        self, path: str | os.PathLike, mpp: float | None = None, width: int | None = None, height: int | None = None
+        self, path: str | os.PathLike, mpp: float | None = None, width: int | None = None, height: int | None = None,
+        *, name_only: bool = False,
     ) -> int:
         """Register a slide and return its id; the same file (path, size, mtime) gives the same id.
 
-        A slide an import registered by file name only is bound to the first real file of that name.
+        A slide an import registered by file name only (``name_only``: no file is looked for) is bound to
+        the first real file of that name.
         """
         with self._transaction() as db:
-            return self._add_slide(db, path, mpp, width, height)
+            return self._add_slide(db, path, mpp, width, height, name_only)
 
     def _add_slide(
-        self, db: sqlite3.Connection, path: str | os.PathLike, mpp: float | None, width: int | None, height: int | None
+        self, db: sqlite3.Connection, path: str | os.PathLike, mpp: float | None, width: int | None, height: int | None,
+        name_only: bool = False,
     ) -> int:
         if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
             raise ReviewStoreError(f"pixel size must be a positive number of µm, not {mpp!r}.")
         raw = Path(path)
-        on_disk = raw.exists()
+        on_disk = not name_only and raw.exists()
         stored_path = str(raw.resolve()) if on_disk else str(path)
         name = raw.name
         size, mtime = file_identity(raw) if on_disk else (None, None)

@@ -346,3 +346,23 @@ def test_the_dock_picks_the_model_made_for_what_is_open_and_names_its_tissue(
     widget.use_model(str(DEMO_MODEL.path))  # chosen by the user: kept for the next slide, and warned about
     widget.detect_region((0, 0, 64, 64), wait=True)
     assert any("synthetic" in text for text in warned)
+
+
+def test_export_buttons_refuse_the_review_database_itself(review, tmp_path, monkeypatch):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    widget.step()
+    widget.decide("accept")
+    shown = []
+    monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
+    db = Path(widget.session.store.path)
+    files = [db, db.with_name(db.name + "-wal")]
+    before = [p.read_bytes() for p in files]
+    (tmp_path / "link.csv").symlink_to(db)
+    targets = [("counts", db), ("csv", db), ("coco", db.with_name(db.name + "-wal")), ("sliderunner", tmp_path / "link.csv"),
+               ("geojson", db.with_name(db.name + "-shm"))]
+    for fmt, target in targets:
+        assert widget.export(fmt, target) is None
+    assert len(shown) == len(targets) and all("review database" in m and "\n" not in m for m in shown)
+    assert [p.read_bytes() for p in files] == before
+    assert widget.session.store.integrity_check() == "ok"
