@@ -53,6 +53,11 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
+def refuse_protected(path: str | os.PathLike, protect: Iterable[str | os.PathLike], what: str | None = None) -> None:
+    """Refuse ``path`` when it is, under any spelling or link, one of ``protect`` (a review database's files)."""
+    _refuse_protected(Path(path), os.path.realpath(path), protect, what)
+
+
 def _refuse_protected(path: Path, real: str, protect: Iterable[str | os.PathLike], what: str | None) -> None:
     protect = [Path(p) for p in protect]
     for guarded in protect:

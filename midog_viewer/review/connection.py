@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlencode
 
-from midog_viewer.errors import ReviewStoreError
+from midog_viewer.errors import AnnotationFormatError, ReviewStoreError
 from midog_viewer.review.schema import SCHEMA_VERSION, migrate, schema_version
 
 #: How long a write waits for another program's lock before giving up (seconds).
@@ -252,31 +252,15 @@ def checkpoint(db: sqlite3.Connection, path: Path) -> bool:
     return not busy and log_frames == copied
 
 
-def database_files(db_path: str | os.PathLike) -> list[Path]:
-    """The database file and its side files, each spelled both as given and with links resolved."""
-    given = Path(os.path.abspath(db_path))
-    real = Path(os.path.realpath(db_path))
-    names = {given, real}
-    names |= {Path(f"{p}{end}") for p in (given, real) for end in SIDE_FILES}
-    names |= {Path(os.path.realpath(f"{given}{end}")) for end in SIDE_FILES}
-    return sorted(names)
-
-
 def refuse_database_target(out: str | os.PathLike, db_path: str | os.PathLike) -> None:
     """Refuse an output path that is the review database or one of its -wal/-shm/-journal files.
 
-    Compares resolved names (symlinks, ``..``, relative spellings) and, for files that exist, their
-    device and inode (hard links, bind mounts).
+    One rule for every writer (exports, backups, the dock's buttons): :func:`midog_viewer.formats.atomic.
+    refuse_protected` compares resolved names and, for files that exist, device and inode.
     """
-    target = Path(os.path.realpath(out))
-    for name in database_files(db_path):
-        same = target == name
-        if not same and target.exists() and name.exists():
-            try:
-                same = os.path.samefile(target, name)
-            except OSError:
-                same = False
-        if same:
-            raise ReviewStoreError(
-                f"{out} is the review database {db_path} (or one of its -wal/-shm files); choose another output file."
-            )
+    from midog_viewer.formats import atomic
+
+    try:
+        atomic.refuse_protected(out, atomic.store_files(db_path))
+    except AnnotationFormatError as exc:
+        raise ReviewStoreError(str(exc)) from None
