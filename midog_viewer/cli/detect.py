@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda, then mps, then cpu")
     parser.add_argument("--score-thr", type=float, metavar="T",
                         help="minimum score (default: the model's operating point, 0.5 if it records none)")
-    parser.add_argument("--no-stain", action="store_true", help="skip Macenko stain normalisation")
+    parser.add_argument("--no-stain", action="store_true", help="skip Macenko stain normalisation (default: as the model was trained)")
     parser.add_argument("--no-resample", action="store_true",
                         help="read tiles as they are, even if the slide's µm/px differs from the model's")
     parser.add_argument("--batch-size", type=int, metavar="N", help="tiles per batch (default: by memory)")
@@ -74,7 +74,7 @@ def handle_detect(args: argparse.Namespace) -> int:
         model_path=args.model or default_model_for(args.slide).path,
         device=args.device,
         score_thr=args.score_thr,
-        stain_normalize=not args.no_stain,
+        stain_normalize=False if args.no_stain else None,
         batch_size=args.batch_size,
         mmdet_config=args.config,
         resample=not args.no_resample,

@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="RoIs sampled per patch for the heads (default: the configuration's; fewer is faster)")
     run.add_argument("--random-patches", type=int, metavar="N",
                      help="also N patches per image at random positions, for the background (default 0)")
+    run.add_argument("--mosaic", type=int, metavar="PX",
+                     help="train on crops mosaicked into PX-wide fields and validate on mosaics of the validation "
+                          "crops (default with --points: 512; 0: off)")
     run.add_argument("--hed-jitter", type=float, metavar="S", help="stain augmentation strength (e.g. 0.05; default 0)")
     run.add_argument("--blur", type=float, metavar="P", help="probability of a Gaussian blur (default 0)")
     run.add_argument("--jpeg", type=float, metavar="P", help="probability of JPEG re-compression (default 0)")
@@ -166,6 +169,7 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "blur_probability": args.blur,
         "jpeg_probability": args.jpeg,
         "val_field_mitoses_per_mm2": args.field_density,
+        "mosaic_side": args.mosaic,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.tune_threshold:
@@ -179,6 +183,7 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         from midog_viewer.train.validate import REFERENCE_MITOSES_PER_MM2
 
         overrides.setdefault("relative_scales", True)
+        overrides.setdefault("mosaic_side", 512)
         overrides.setdefault("val_field_mitoses_per_mm2", REFERENCE_MITOSES_PER_MM2)
     return recipe_cls(**overrides)
 

@@ -145,7 +145,7 @@ class Detector:
         model_path: str | Path | None = None,
         device: str | None = None,
         score_thr: float | None = None,
-        stain_normalize: bool = True,
+        stain_normalize: bool | None = None,
         batch_size: int | None = None,
         *,
         mmdet_config: str | Path | None = None,
@@ -174,7 +174,7 @@ class Detector:
         info: ModelInfo | None = None,
         device: str | None = None,
         score_thr: float | None = None,
-        stain_normalize: bool = True,
+        stain_normalize: bool | None = None,
         batch_size: int | None = None,
         *,
         tile_size: int = 512,
@@ -198,7 +198,7 @@ class Detector:
         info: ModelInfo,
         device: torch.device,
         score_thr: float | None,
-        stain_normalize: bool,
+        stain_normalize: bool | None,
         batch_size: int | None,
         tile_size: int,
         overlap: int,
@@ -222,7 +222,10 @@ class Detector:
         self.model = model.eval()
         # None: the model's own operating point (chosen on validation when it was trained here).
         self.score_thr = float(info.config.score_threshold if score_thr is None else score_thr)
-        self.stain_normalize = stain_normalize
+        # None: as the model was trained (its provenance says; models from elsewhere were normalised).
+        if stain_normalize is None:
+            stain_normalize = info.provenance.get("stain_normalised", True) is not False
+        self.stain_normalize = bool(stain_normalize)
         self.tile_size = tile_size
         self.overlap = overlap
         self.nms_iou = nms_iou

@@ -51,6 +51,9 @@ class Recipe:
     contrast: float = 0.2
     saturation: float = 0.1
     hue: float = 0.02
+    #: For crop data sets: train on crops mosaicked into fields of about this many px, and validate on fixed
+    #: mosaics of the validation crops (0: patches as they are; see :mod:`midog_viewer.train.mosaic`).
+    mosaic_side: int = 0
     #: Scales resize a patch relative to its own size (``scale / patch_size``) instead of to that longest side:
     #: for crop data sets, whose images are smaller than a patch and must not be enlarged to one.
     relative_scales: bool = False
@@ -98,6 +101,8 @@ class Recipe:
         density = self.val_field_mitoses_per_mm2
         if density is not None and not (math.isfinite(density) and density > 0):
             raise TrainingError(f"the field density must be a positive number of mitoses per mm², not {density}.")
+        if self.mosaic_side and not 64 <= self.mosaic_side <= 4096:
+            raise TrainingError(f"the mosaic side must lie in 64-4096 px (0: off), not {self.mosaic_side}.")
         if not 0.0 <= self.hed_jitter < 1.0:
             raise TrainingError(f"the HED jitter must lie in [0, 1), not {self.hed_jitter}.")
         if not (0.0 <= self.blur_probability <= 1.0 and 0.0 <= self.jpeg_probability <= 1.0):

@@ -26,6 +26,7 @@ from midog_viewer.errors import ModelError, TrainingError
 from midog_viewer.train.data import NO_DATA, DataSpec, Split, gather, resolve_paths
 from midog_viewer.train.dataset import LabelledImage, PatchDataset, collate
 from midog_viewer.train.model import build_model, write_checkpoint
+from midog_viewer.train.mosaic import MosaicDataset, validation_mosaics
 from midog_viewer.train.progress import ProgressWriter
 from midog_viewer.train.recipe import Augmenter, Recipe, lr_factor
 from midog_viewer.train.stain import ImageStain
@@ -156,16 +157,23 @@ class _Loop:
         self.should_stop = should_stop
         self.model = model.to(device)
         self.stain = ImageStain() if recipe.stain_normalise else None
-        self.dataset = PatchDataset(
-            split.train,
-            recipe.patch_size,
-            augment=Augmenter(recipe),
-            stain=self.stain,
-            patches_per_object=recipe.patches_per_object,
-            random_patches_per_image=recipe.random_patches_per_image,
-            min_visible=recipe.min_crop_visible,
-            seed=recipe.seed,
-        )
+        self.val_images = split.val
+        if recipe.mosaic_side:
+            self.dataset = MosaicDataset(
+                split.train, recipe.mosaic_side, augment=Augmenter(recipe), stain=self.stain, seed=recipe.seed
+            )
+            self.val_images = validation_mosaics(split.val, recipe.mosaic_side)
+        else:
+            self.dataset = PatchDataset(
+                split.train,
+                recipe.patch_size,
+                augment=Augmenter(recipe),
+                stain=self.stain,
+                patches_per_object=recipe.patches_per_object,
+                random_patches_per_image=recipe.random_patches_per_image,
+                min_visible=recipe.min_crop_visible,
+                seed=recipe.seed,
+            )
         self.steps_per_epoch = math.ceil(len(self.dataset) / recipe.batch_size)
         self.total_steps = self.steps_per_epoch * recipe.epochs
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -338,7 +346,7 @@ class _Loop:
     def _validate(self, model: torch.nn.Module) -> dict[str, Any] | None:
         scores = validation_scores(
             model,
-            self.split.val,
+            self.val_images,
             self.device,
             score_threshold=self.recipe.val_score_threshold,
             stain_normalise=self.recipe.stain_normalise,

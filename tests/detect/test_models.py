@@ -53,3 +53,18 @@ def test_detect_warns_when_a_synthetic_only_model_runs_on_a_real_image(shared_da
     assert status == 0 and out.is_file()
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "synthetic" in warnings[0]
+
+
+def test_stain_normalisation_follows_how_the_model_was_trained(tiny_checkpoint, tmp_path):
+    import dataclasses
+
+    from midog_viewer.detect import load_model
+    from midog_viewer.detect.checkpoint import save_checkpoint
+    from midog_viewer.detect.engine import Detector
+
+    model, info = load_model(tiny_checkpoint)
+    unnormalised = save_checkpoint(model, tmp_path / "plain.safetensors", info.config, {"stain_normalised": False})
+    assert Detector(tiny_checkpoint, device="cpu").stain_normalize is True  # no record: normalised, as before
+    assert Detector(unnormalised, device="cpu").stain_normalize is False
+    assert Detector(unnormalised, device="cpu", stain_normalize=True).stain_normalize is True
+    assert dataclasses.is_dataclass(info)
