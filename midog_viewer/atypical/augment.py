@@ -3,12 +3,14 @@ brightness/contrast, blur, JPEG and noise (what differs between labs and scanner
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 #: RGB <-> haematoxylin/eosin/DAB optical densities (Ruifrok & Johnston, as in scikit-image's rgb2hed).
 _RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
@@ -88,12 +90,20 @@ def photometric(batch: torch.Tensor, s: AugmentSettings, gen: torch.Generator) -
         if coins[i, 0] < s.blur_p:
             crop = F.gaussian_blur(crop, [5, 5], [float(sigma[i])] * 2)
         if coins[i, 1] < s.jpeg_p:
-            encoded = encode_jpeg((crop * 255).round().to(torch.uint8), quality=int(quality[i]))
-            crop = decode_jpeg(encoded).float() / 255.0
+            crop = jpeg(crop, int(quality[i]))
         if coins[i, 2] < s.noise_p:
             crop = crop + noise[i]
         out.append(crop)
     return torch.stack(out).clamp(0, 1)
+
+
+def jpeg(crop: torch.Tensor, quality: int) -> torch.Tensor:
+    """A (3, H, W) float crop through JPEG at ``quality`` (Pillow, as scanners' and viewers' exports)."""
+    buffer = io.BytesIO()
+    Image.fromarray((crop * 255).round().byte().permute(1, 2, 0).numpy()).save(buffer, "JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float() / 255.0
 
 
 def augment(batch_u8: torch.Tensor, out_px: int, s: AugmentSettings, gen: torch.Generator) -> torch.Tensor:

@@ -236,6 +236,7 @@ class _Loop:
 
     def _step(self, index: list[int]) -> float:
         gen = torch.Generator().manual_seed(self.recipe.seed * 1_000_003 + self.step)
+        torch.manual_seed(self.recipe.seed * 1_000_003 + self.step)  # dropout: a resumed run draws the same
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(self.step, self.steps_per_epoch, self.recipe)
         x = augment(self.train_x[index], self.model.config.input_px, self.recipe.augment, gen).to(self.device)
