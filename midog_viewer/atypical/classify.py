@@ -77,11 +77,19 @@ def classify_files(files: Sequence[Path], model_path: str | Path | None = None, 
             for f, p in zip(files, scores)]
 
 
-def write_csv(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
-    """Write the rows to ``out`` through a temporary file beside it, so a failure leaves no partial CSV."""
+def csv_destination(out: str | Path) -> Path:
+    """``out`` if it can take the CSV (ends in .csv, its folder exists); checked before any work."""
     out = Path(out)
     if out.suffix.lower() != ".csv":
         raise AnnotationFormatError(f"--out must end in .csv, not {out.name!r}.")
+    if not out.parent.is_dir():
+        raise AnnotationFormatError(f"cannot write {out}: folder {out.parent} does not exist.")
+    return out
+
+
+def write_csv(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
+    """Write the rows to ``out`` through a temporary file beside it, so a failure leaves no partial CSV."""
+    out = csv_destination(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("w", newline="", encoding="utf-8") as handle:

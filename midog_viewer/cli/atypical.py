@@ -108,8 +108,9 @@ def _print_event(event: dict[str, Any]) -> None:
 
 
 def handle_classify(args: argparse.Namespace) -> int:
-    from midog_viewer.atypical.classify import classify_files, collect_images, write_csv
+    from midog_viewer.atypical.classify import classify_files, collect_images, csv_destination, write_csv
 
+    csv_destination(args.out)
     files = collect_images(args.paths)
     rows = classify_files(files, model_path=args.model, mpp=args.mpp, device=args.device)
     write_csv(rows, args.out)
