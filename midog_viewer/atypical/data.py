@@ -12,7 +12,7 @@ import csv
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -138,10 +138,6 @@ def split_crops(crops: Sequence[LabelledCrop], val_fraction: float = 0.2, seed: 
         if len({c.atypical for c in part}) < 2:
             raise TrainingError(f"the {name} split holds only one class; give more crops of both classes.")
     return train, val
-
-
-def crop_to_dict(crop: LabelledCrop) -> dict:
-    return asdict(crop)
 
 
 def load_tensors(root: Path, crops: Sequence[LabelledCrop], input_px: int, mpp: float, margin: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ weights are loaded strictly (see :func:`midog_viewer.detect.checkpoint.load_weig
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 

@@ -85,3 +85,13 @@ def test_train_atypical_prints_progress_and_resumes(crop_folder, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "epoch 2: validation" in resumed.stderr and "epoch 1: validation" not in resumed.stderr
     assert (run / "model.safetensors").is_file() and "done: validation balanced accuracy" in resumed.stdout
+
+
+def test_the_shipped_model_scores_real_crops(shared_data, tmp_path, capsys):
+    crops = sorted((shared_data / "real_mitosis" / "atnorm_md").glob("*.png"))[:6]
+    out = tmp_path / "real.csv"
+    assert main(["classify-atypical", *map(str, crops), "--out", str(out)]) == 0, capsys.readouterr().err
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["file"] for r in rows] == list(map(str, crops))
+    assert all(0 <= float(r["p_atypical"]) <= 1 and r["atypical"] in ("0", "1") for r in rows)
