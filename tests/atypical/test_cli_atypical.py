@@ -73,6 +73,7 @@ def test_bad_model_and_bad_out_are_one_line(crop_folder, tmp_path, capsys):
     assert ".csv" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_atypical_prints_progress_and_resumes(crop_folder, tmp_path):
     run = tmp_path / "run"
     common = ["--batch-size", "8", "--log-every", "2", "--val-fraction", "0.4"]

@@ -46,6 +46,7 @@ def test_a_second_run_into_the_same_folder_is_refused(tiny_run, crop_folder):
         train_atypical(crop_folder, tiny_run.run_dir, config=AtypicalConfig(**TINY))
 
 
+@pytest.mark.slow
 def test_cancel_then_resume_ends_where_an_uninterrupted_run_ends(crop_folder, tmp_path):
     recipe = AtypicalRecipe(epochs=2, batch_size=8, val_fraction=0.4, log_every=1)
     cfg = AtypicalConfig(**{**TINY, "dropout": 0.3})
