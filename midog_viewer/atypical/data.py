@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,11 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # a large image is refused or read, never a warning on stderr
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
             image.load()
+        with image:
             if image.mode not in ("RGB", "RGBA", "L", "P", "LA", "PA", "CMYK", "YCbCr", "RGBX", "1"):
                 raise SlideError(f"{path} is a {image.mode} image; only 8-bit RGB or grey crops can be classified.")
             rgb = np.asarray(image.convert("RGB"))
