@@ -6,6 +6,10 @@ MITOTIC_FIGURE = "mitotic figure"
 HARD_NEGATIVE = "hard negative"
 #: Model output order: label 0 is a mitotic figure, label 1 a hard negative (as in the seed's mmdet config).
 CLASS_NAMES: tuple[str, str] = (MITOTIC_FIGURE, HARD_NEGATIVE)
+#: Subtypes of a mitotic figure, in the atypical classifier's order (its logit is that of the second).
+NORMAL_MITOSIS = "normal"
+ATYPICAL_MITOSIS = "atypical"
+SUBTYPE_NAMES: tuple[str, str] = (NORMAL_MITOSIS, ATYPICAL_MITOSIS)
 
 _ALIASES = {
     "mitotic figure": MITOTIC_FIGURE,

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-resample", action="store_true",
                         help="read tiles as they are, even if the slide's µm/px differs from the model's")
     parser.add_argument("--batch-size", type=int, metavar="N", help="tiles per batch (default: by memory)")
+    parser.add_argument("--atypical-model", metavar="CKPT",
+                        help="atypical classifier .safetensors for p_atypical (default: the shipped model)")
+    parser.add_argument("--no-atypical", action="store_true", help="skip p_atypical of mitotic figures")
     parser.add_argument("--out", required=True, metavar="OUT", help="output file: .json or .csv")
     parser.set_defaults(func=handle_detect)
 
@@ -68,6 +71,11 @@ def handle_detect(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".json", ".csv"):
         raise AnnotationFormatError(f"--out must end in .json or .csv, not {out.name!r}.")
     region = parse_region(args.region)
+    atypical = None
+    if not args.no_atypical:
+        from midog_viewer.atypical import load_classifier
+
+        atypical = load_classifier(args.atypical_model)[0]
     from midog_viewer.detect.models import default_model_for, is_synthetic_image
 
     detector = Detector(
@@ -91,15 +99,24 @@ def handle_detect(args: argparse.Namespace) -> int:
         for progress in detector.iter_detect(slide, region):
             _progress(progress.done, progress.total)
             result = progress.merged
-    records = result.to_records()
+        records = result.to_records()
+        if atypical is not None:
+            from midog_viewer.atypical import atypical_scores
+
+            for record, p in zip(records, atypical_scores(slide, result, atypical)):
+                record["p_atypical"] = None if p != p else round(float(p), 6)  # NaN: not a mitotic figure
     try:
         if out.suffix.lower() == ".json":
             document = {"slide": str(args.slide), "model": str(detector.info.path), "resample_zoom": zoom,
                         "detections": records}
+            if atypical is not None:
+                document["atypical_model"] = str(args.atypical_model or "built-in")
+                document["atypical_threshold"] = atypical.config.threshold
             out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         else:
             with out.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=["x1", "y1", "x2", "y2", "score", "label"])
+                columns = ["x1", "y1", "x2", "y2", "score", "label"] + (["p_atypical"] if atypical is not None else [])
+                writer = csv.DictWriter(handle, fieldnames=columns)
                 writer.writeheader()
                 writer.writerows(records)
     except OSError as exc:

@@ -22,7 +22,7 @@ def test_json_output_reproduces_mmdet_on_a_512_tile(shared_data, tmp_path, capsy
     assert status == 0, captured.err
     assert "1/1 tiles" in captured.err
     document = json.loads(out.read_text())
-    assert set(document) == {"slide", "model", "resample_zoom", "detections"}
+    assert set(document) == {"slide", "model", "resample_zoom", "detections", "atypical_model", "atypical_threshold"}
     assert document["resample_zoom"] == 1.0  # a PNG has no pixel spacing: tiles are used as read
     expected = json.loads((folder / "reference_outputs.json").read_text())["images"][0]["pred_instances"]
     names = ("mitotic figure", "hard negative")
@@ -30,7 +30,7 @@ def test_json_output_reproduces_mmdet_on_a_512_tile(shared_data, tmp_path, capsy
               zip(expected["bboxes"], expected["scores"], expected["labels"]) if score >= 0.3]
     assert len(document["detections"]) == len(wanted) > 0
     for found, (box, score, label) in zip(document["detections"], wanted):
-        assert set(found) == {"x1", "y1", "x2", "y2", "score", "label"}
+        assert set(found) == {"x1", "y1", "x2", "y2", "score", "label", "p_atypical"}
         assert [found[k] for k in ("x1", "y1", "x2", "y2")] == pytest.approx(box, abs=0.01)
         assert found["score"] == pytest.approx(score, abs=1e-4)
         assert found["label"] == label
@@ -43,7 +43,7 @@ def test_csv_output_with_a_region(shared_data, tiny_checkpoint, tmp_path, capsys
     assert status == 0, capsys.readouterr().err
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert out.read_text().splitlines()[0] == "x1,y1,x2,y2,score,label"
+    assert out.read_text().splitlines()[0] == "x1,y1,x2,y2,score,label,p_atypical"
     for row in rows:
         assert 100 <= float(row["x1"]) <= float(row["x2"]) <= 400
         assert row["label"] in ("mitotic figure", "hard negative")

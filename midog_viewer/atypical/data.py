@@ -1,0 +1,152 @@
+"""Crops for the atypical classifier: reading an image, bringing it to the model's spacing, the labelled set.
+
+A crop is read as RGB, resampled by its µm/px to the model's (unknown spacing: taken as the model's),
+and its centre ``input_px`` square is what the network sees. The labelled set is the ``real_mitosis``
+folder layout (``images.csv`` + ``objects.csv``, the rated object at the crop centre); it is split by slide,
+and crops without a slide (AtNorM-MD) by a hash of their file name.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from midog_viewer.classes import MITOTIC_FIGURE
+from midog_viewer.errors import SlideError, TrainingError
+
+#: Image file endings ``classify-atypical`` picks up inside a folder.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Sub-folders of ``real_mitosis`` holding 128 px crops centred on a rated mitotic figure.
+CROP_FOLDERS = ("amibr", "atnorm_md")
+#: Extra side (px at the model's spacing) kept around the input square for translation and scale jitter.
+CONTEXT_MARGIN = 16
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; a file that is not an image raises :class:`SlideError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # a large image is refused or read, never a warning on stderr
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+        with image:
+            if image.mode not in ("RGB", "RGBA", "L", "P", "LA", "PA", "CMYK", "YCbCr", "RGBX", "1"):
+                raise SlideError(f"{path} is a {image.mode} image; only 8-bit RGB or grey crops can be classified.")
+            rgb = np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise SlideError(f"{path} is not a readable image ({type(exc).__name__}).") from exc
+    if rgb.ndim != 3 or rgb.shape[0] < 8 or rgb.shape[1] < 8:
+        raise SlideError(f"{path} is too small ({rgb.shape[1]}x{rgb.shape[0]} px) to be a crop of a mitosis.")
+    return rgb
+
+
+def to_spacing(rgb: np.ndarray, mpp: float | None, target_mpp: float) -> torch.Tensor:
+    """(3, H', W') float 0..1 image resampled from ``mpp`` to ``target_mpp`` (unchanged when ``mpp`` unknown)."""
+    image = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).float() / 255.0
+    if not mpp or abs(mpp / target_mpp - 1.0) < 1e-3:
+        return image
+    zoom = float(mpp) / float(target_mpp)
+    height, width = image.shape[-2:]
+    size = (max(1, round(height * zoom)), max(1, round(width * zoom)))
+    return torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
+                                           antialias=zoom < 1.0)[0].clamp(0, 1)
+
+
+def centre_square(image: torch.Tensor, side: int) -> torch.Tensor:
+    """The centred ``side`` square of a (3, H, W) image, reflect-padded when the image is smaller."""
+    height, width = image.shape[-2:]
+    pad_h, pad_w = max(0, side - height), max(0, side - width)
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        image = torch.nn.functional.pad(image[None], (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
+                                        mode=mode)[0]
+        height, width = image.shape[-2:]
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[:, top : top + side, left : left + side]
+
+
+def load_crop(path: str | Path, mpp: float | None, input_px: int, target_mpp: float, margin: int = 0) -> torch.Tensor:
+    """A crop file as the network's (3, S, S) input (``S = input_px + 2 * margin``) at ``target_mpp``."""
+    return centre_square(to_spacing(read_rgb(path), mpp, target_mpp), input_px + 2 * margin)
+
+
+@dataclass(frozen=True)
+class LabelledCrop:
+    """One rated crop: file, source, slide ('' if unknown), µm/px (None if unknown), atypical 0/1."""
+
+    file: str
+    source: str
+    slide: str
+    mpp: float | None
+    atypical: int
+
+    def group(self) -> str:
+        """The unit a split keeps together: the slide, or the file itself when the slide is unknown."""
+        return f"{self.source}|{self.slide}" if self.slide else f"{self.source}|file:{self.file}"
+
+
+def labelled_crops(root: str | Path, folders: Sequence[str] = CROP_FOLDERS) -> list[LabelledCrop]:
+    """The rated crops of a ``real_mitosis`` folder: the mitotic figure at each crop's centre with its rating."""
+    root = Path(root)
+    images_csv, objects_csv = root / "images.csv", root / "objects.csv"
+    if not images_csv.is_file() or not objects_csv.is_file():
+        raise TrainingError(f"{root} has no images.csv and objects.csv (the real_mitosis layout).")
+    images = {}
+    with images_csv.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["file"].split("/", 1)[0] in folders:
+                images[row["file"]] = row
+    crops = []
+    with objects_csv.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            image = images.get(row["file"])
+            if image is None or row["label"] != MITOTIC_FIGURE or row.get("atypical", "") not in ("0", "1"):
+                continue
+            cx, cy = float(image["width"]) / 2, float(image["height"]) / 2
+            if math.hypot(float(row["x"]) - cx, float(row["y"]) - cy) > 2.0:
+                continue  # another object inside the crop, not the one it is centred on
+            mpp = float(image["mpp"]) if image.get("mpp") else None
+            crops.append(LabelledCrop(row["file"], image["source"], image.get("slide", ""), mpp, int(row["atypical"])))
+    if not crops:
+        raise TrainingError(f"{root} holds no rated mitotic figure at a crop centre in {', '.join(folders)}.")
+    return sorted(crops, key=lambda c: c.file)
+
+
+def _unit_hash(text: str, seed: int) -> float:
+    digest = hashlib.sha1(f"{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_crops(crops: Sequence[LabelledCrop], val_fraction: float = 0.2, seed: int = 0
+                ) -> tuple[list[LabelledCrop], list[LabelledCrop]]:
+    """Train and validation crops: whole slides (or single slide-less files) go to one side by a seeded hash."""
+    if not 0.0 < val_fraction < 1.0:
+        raise TrainingError(f"the validation fraction must be in (0, 1), not {val_fraction}.")
+    train, val = [], []
+    for crop in crops:
+        (val if _unit_hash(crop.group(), seed) < val_fraction else train).append(crop)
+    if not train or not val:
+        raise TrainingError(f"{len(crops)} crops cannot be split into training and validation; give more crops.")
+    for name, part in (("training", train), ("validation", val)):
+        if len({c.atypical for c in part}) < 2:
+            raise TrainingError(f"the {name} split holds only one class; give more crops of both classes.")
+    return train, val
+
+
+def load_tensors(root: Path, crops: Sequence[LabelledCrop], input_px: int, mpp: float, margin: int) -> torch.Tensor:
+    """All crops as one uint8 (N, 3, S, S) tensor at the model's spacing (kept in memory for training)."""
+    out = torch.empty((len(crops), 3, input_px + 2 * margin, input_px + 2 * margin), dtype=torch.uint8)
+    for i, crop in enumerate(crops):
+        out[i] = (load_crop(root / crop.file, crop.mpp, input_px, mpp, margin) * 255.0).round().to(torch.uint8)
+    return out

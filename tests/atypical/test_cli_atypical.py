@@ -1,0 +1,98 @@
+"""``classify-atypical`` and ``train-atypical`` as a user runs them: CSV rows, one-line errors, resume."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from midog_viewer.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "midog_viewer", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_folders_and_files_give_one_row_each_at_the_models_threshold(tiny_run, crop_folder, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    single = crop_folder / "atnorm_md" / "0_0.png"
+    status = main(["classify-atypical", str(crop_folder / "amibr"), str(single), "--model", str(tiny_run.model_path),
+                   "--out", str(out)])
+    assert status == 0, capsys.readouterr().err
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["file", "p_atypical", "atypical"]
+    assert len(rows) == 36 + 1 and rows[-1]["file"] == str(single)
+    for row in rows:
+        assert 0.0 <= float(row["p_atypical"]) <= 1.0
+        assert row["atypical"] == str(int(float(row["p_atypical"]) >= tiny_run.threshold))
+
+
+def test_a_file_that_is_not_an_image_is_one_line_and_exit_2_and_no_csv(tiny_run, crop_folder, tmp_path):
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("not a picture")
+    out = tmp_path / "scores.csv"
+    result = _run("classify-atypical", str(crop_folder / "amibr" / "0_0.png"), str(bogus),
+                  "--model", str(tiny_run.model_path), "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "notes.png is not a readable image" in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [bogus]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.png", "does not exist"),
+        (lambda p: p, "holds no image files"),
+        (lambda p: _sixteen_bit(p), "only 8-bit"),
+    ],
+)
+def test_other_bad_inputs_are_one_line_and_exit_2(tiny_run, tmp_path, capsys, make, message):
+    out = tmp_path / "o.csv"
+    status = main(["classify-atypical", str(make(tmp_path)), "--model", str(tiny_run.model_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and err.count("\n") == 1 and not out.exists()
+
+
+def _sixteen_bit(folder):
+    path = folder / "deep.png"
+    Image.new("I;16", (40, 40)).save(path)
+    return path
+
+
+def test_bad_model_and_bad_out_are_one_line(crop_folder, tmp_path, capsys):
+    crop = str(crop_folder / "amibr" / "0_0.png")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    assert main(["classify-atypical", crop, "--model", str(junk), "--out", str(tmp_path / "o.csv")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["classify-atypical", crop, "--out", str(tmp_path / "o.txt")]) == 2
+    assert ".csv" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_atypical_prints_progress_and_resumes(crop_folder, tmp_path):
+    run = tmp_path / "run"
+    common = ["--batch-size", "8", "--log-every", "2", "--val-fraction", "0.4"]
+    first = _run("train-atypical", "--data", str(crop_folder), "--out", str(run), "--epochs", "1", *common)
+    assert first.returncode == 0, first.stderr
+    assert "training on" in first.stderr and "step 2/" in first.stderr and "epoch 1: validation" in first.stderr
+    again = _run("train-atypical", "--data", str(crop_folder), "--out", str(run), "--epochs", "1")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "already holds a run" in again.stderr
+    resumed = _run("train-atypical", "--out", str(run), "--resume", str(run), "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epoch 2: validation" in resumed.stderr and "epoch 1: validation" not in resumed.stderr
+    assert (run / "model.safetensors").is_file() and "done: validation balanced accuracy" in resumed.stdout
+
+
+def test_the_shipped_model_scores_real_crops(shared_data, tmp_path, capsys):
+    crops = sorted((shared_data / "real_mitosis" / "atnorm_md").glob("*.png"))[:6]
+    out = tmp_path / "real.csv"
+    assert main(["classify-atypical", *map(str, crops), "--out", str(out)]) == 0, capsys.readouterr().err
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["file"] for r in rows] == list(map(str, crops))
+    assert all(0 <= float(r["p_atypical"]) <= 1 and r["atypical"] in ("0", "1") for r in rows)
