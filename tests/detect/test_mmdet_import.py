@@ -66,7 +66,7 @@ def test_outputs_match_mmdet(reference, index):
 
 
 def _match_detections(ours: dict, expected: dict, box_tol: float, score_tol: float) -> dict[int, int]:
-    """A maximum one-to-one matching of mmdet's detections to ours (Kuhn's augmenting paths): reference index → ours."""
+    """A maximum one-to-one matching (Kuhn's augmenting paths) of mmdet's detections to ours: reference → ours."""
     boxes, scores, labels = ours["boxes"], ours["scores"], ours["labels"]
     ref_boxes, ref_scores = torch.tensor(expected["bboxes"]), torch.tensor(expected["scores"])
     ref_labels = torch.tensor(expected["labels"])
