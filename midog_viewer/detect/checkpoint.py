@@ -1,7 +1,9 @@
 """Our checkpoint format (one ``.safetensors`` file, config JSON in its header) and :func:`load_model`.
 
 Loading never runs code from the file: safetensors holds only tensors and strings, and mmdet ``.pth`` files
-go through the restricted reader in :mod:`midog_viewer.detect.mmdet_import`.
+are read as weights only and converted by :mod:`midog_viewer.detect.mmdet_import`. Nothing is built before
+the configuration's numbers are within range and every tensor's shape matches the one it configures, so a
+hostile header cannot make the builder allocate a huge model.
 """
 
 from __future__ import annotations
@@ -64,15 +66,27 @@ def save_checkpoint(model: nn.Module, path: str | Path, cfg: CascadeConfig, prov
     return path
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` strictly; on any mismatch raise one :class:`ModelError` naming what does not fit."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+#: safetensors headers of our models are some 100 kB; the format itself would accept 100 MB of JSON.
+MAX_HEADER_BYTES = 16 << 20
+
+
+def expected_shapes(cfg: CascadeConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor the model of ``cfg`` has, found on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        model = build_cascade_rcnn(cfg)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def check_fits(cfg: CascadeConfig, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """Raise one :class:`ModelError` naming the tensors that do not fit the model ``cfg`` describes."""
+    _check_shapes(expected_shapes(cfg), shapes, source)
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     wrong_shape = sorted(
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state_dict)
-        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+        f"{k} {shapes[k]} vs {expected[k]}" for k in set(expected) & set(shapes) if shapes[k] != expected[k]
     )
     problems = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape)):
@@ -81,6 +95,12 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
             problems.append(f"{label}: {', '.join(items[:3])}{more}")
     if problems:
         raise ModelError(f"{source} does not fit the model architecture ({'; '.join(problems)}).")
+
+
+def load_weights(model: CascadeRCNN, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` strictly; on any mismatch raise one :class:`ModelError` naming what does not fit."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_shapes(expected, {k: tuple(v.shape) for k, v in state_dict.items()}, source)
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -88,10 +108,17 @@ def _load_safetensors(path: Path) -> tuple[CascadeRCNN, ModelInfo]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if len(head) == 8 and int.from_bytes(head, "little") > MAX_HEADER_BYTES:
+        raise ModelError(
+            f"cannot read {path} as safetensors: its header would be over {MAX_HEADER_BYTES >> 20} MB "
+            "(ours are some 100 kB)."
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        state_dict = load_file(str(path), device="cpu")
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"cannot read {path} as safetensors: {exc}.") from exc
     if metadata.get("format") != FORMAT_NAME:
@@ -101,9 +128,28 @@ def _load_safetensors(path: Path) -> tuple[CascadeRCNN, ModelInfo]:
         provenance = json.loads(metadata.get("provenance", "{}"))
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path} has malformed provenance JSON: {exc}.") from exc
+    check_fits(cfg, shapes, str(path))  # before a byte of the model or its weights is allocated
+    try:
+        state_dict = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path} as safetensors: {exc}.") from exc
     model = build_cascade_rcnn(cfg)
     load_weights(model, state_dict, str(path))
     return model.eval(), ModelInfo(path=path, format="midog-safetensors", config=cfg, provenance=provenance)
+
+
+def _load_mmdet(path: Path, config_path: str | Path | None) -> tuple[CascadeRCNN, ModelInfo]:
+    """Our model from an mmdet checkpoint and its config (or the config text in ``meta['cfg']``)."""
+    from midog_viewer.detect import mmdet_import
+
+    state_dict, meta = mmdet_import.read_runner_checkpoint(path)
+    cfg, config_label = mmdet_import.mmdet_config(path, meta, config_path)
+    converted = mmdet_import.convert_state_dict(state_dict, str(path))
+    check_fits(cfg, {k: tuple(v.shape) for k, v in converted.items()}, str(path))
+    model = build_cascade_rcnn(cfg)
+    load_weights(model, converted, str(path))
+    provenance = mmdet_import.mmdet_provenance(path, meta, config_label)
+    return model.eval(), ModelInfo(path=path, format="mmdet", config=cfg, provenance=provenance)
 
 
 def load_model(path: str | Path, mmdet_config: str | Path | None = None) -> tuple[CascadeRCNN, ModelInfo]:
@@ -115,10 +161,13 @@ def load_model(path: str | Path, mmdet_config: str | Path | None = None) -> tupl
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist.")
-    with path.open("rb") as handle:
-        head = handle.read(8)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}.") from exc
+    if not head:
+        raise ModelError(f"model file {path} is empty.")
     if path.suffix == ".safetensors" or (len(head) == 8 and not head.startswith(b"PK") and head[:1] != b"\x80"):
         return _load_safetensors(path)
-    from midog_viewer.detect.mmdet_import import load_mmdet_checkpoint
-
-    return load_mmdet_checkpoint(path, mmdet_config)
+    return _load_mmdet(path, mmdet_config)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,46 @@ STAGE_CHANNELS: dict[str, tuple[int, int, int, int]] = {
     "basic": (64, 128, 256, 512),
     "bottleneck": (256, 512, 1024, 2048),
 }
+
+
+#: Sane ranges of the architecture and its settings; mmdet's defaults and all our presets lie well inside.
+#: They bound what a file can ask the builder for: the widest heads allowed come to about 300 M parameters.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "frozen_stages": (-1, 4),
+    "fpn_channels": (1, 1024),
+    "rpn_feat_channels": (1, 1024),
+    "fc_channels": (1, 4096),
+    "roi_output_size": (1, 32),
+    "roi_sampling_ratio": (0, 16),
+    "roi_finest_scale": (1, 4096),
+    "pad_size_divisor": (1, 256),
+    "rpn_num_samples": (1, 100_000),
+    "rpn_train_nms_pre": (1, 100_000),
+    "rpn_train_max_per_img": (1, 100_000),
+    "rpn_test_nms_pre": (1, 100_000),
+    "rpn_test_max_per_img": (1, 100_000),
+    "rcnn_num_samples": (1, 100_000),
+    "test_max_per_img": (1, 100_000),
+}
+_FLOAT_RANGES: dict[str, tuple[float, float]] = {
+    **{name: (0.0, 1.0) for name in ("rpn_pos_iou", "rpn_neg_iou", "rpn_min_pos_iou", "rpn_pos_fraction",
+                                     "rcnn_pos_fraction", "rpn_nms_iou", "test_score_thr", "test_nms_iou")},
+    "rpn_allowed_border": (-1.0, 1e6),
+    "rpn_bbox_beta": (0.0, 100.0),
+    "rcnn_bbox_beta": (0.0, 100.0),
+}
+#: Number sequences: element kind, range and allowed lengths.
+_SEQUENCES: dict[str, tuple[type, float, float, range]] = {
+    "anchor_scales": (float, 1e-3, 1024.0, range(1, 9)),
+    "anchor_ratios": (float, 1e-3, 1000.0, range(1, 9)),
+    "anchor_strides": (int, 1, 1024, range(5, 6)),  # the FPN's 5 levels P2-P6
+    "roi_strides": (int, 1, 1024, range(4, 5)),  # RoIs pool from P2-P5
+    "stage_iou_thresholds": (float, 0.0, 1.0, range(1, 9)),
+    "stage_loss_weights": (float, 0.0, 100.0, range(1, 9)),
+    "pixel_mean": (float, -1e4, 1e4, range(3, 4)),
+    "pixel_std": (float, 1e-6, 1e4, range(3, 4)),
+}
+MAX_CLASSES = 100
 
 
 @dataclass
@@ -112,22 +154,49 @@ class CascadeConfig:
         return BACKBONES[self.backbone]
 
     def validate(self) -> None:
-        """Raise :class:`ModelError` for settings the builder cannot honour."""
-        if self.backbone not in BACKBONES:
-            raise ModelError(f"unsupported backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}.")
-        if self.backbone_stages not in (3, 4):
-            raise ModelError(f"backbone_stages must be 3 or 4, not {self.backbone_stages}.")
-        if len(self.anchor_strides) != 5 or len(self.roi_strides) != 4:
-            raise ModelError("the FPN needs 5 anchor strides (P2-P6) and 4 RoI strides (P2-P5).")
-        n = self.num_stages
+        """Raise :class:`ModelError` for settings the builder cannot honour or that are out of any sane range.
+
+        Every number is checked before anything is built, so a hostile file cannot make the builder allocate
+        a huge model (``fc_channels = 4000000`` would ask for 50 GB).
+        """
+        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
+            raise ModelError(f"unsupported backbone {_short(self.backbone)}; choose one of {', '.join(BACKBONES)}.")
+        if self.backbone_stages not in (3, 4) or isinstance(self.backbone_stages, bool):
+            raise ModelError(f"backbone_stages must be 3 or 4, not {_short(self.backbone_stages)}.")
+        if not isinstance(self.norm_eval, bool):
+            raise ModelError(f"norm_eval must be true or false, not {_short(self.norm_eval)}.")
+        for name, (lo, hi) in _INT_RANGES.items():
+            _check_number(name, getattr(self, name), int, lo, hi)
+        for name, (lo, hi) in _FLOAT_RANGES.items():
+            _check_number(name, getattr(self, name), float, lo, hi)
+        for name, (kind, lo, hi, lengths) in _SEQUENCES.items():
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or len(values) not in lengths:
+                raise ModelError(f"{name} must be a list of {_lengths(lengths)} numbers, not {_short(values)}.")
+            for value in values:
+                _check_number(name, value, kind, lo, hi)
+        n = len(self.stage_iou_thresholds)
         if len(self.stage_target_stds) != n or len(self.stage_loss_weights) != n:
             raise ModelError(f"the {n} cascade stages need {n} target_stds and {n} loss weights.")
-        if self.num_classes < 1:
-            raise ModelError("the model needs at least one class name.")
-        if not (isinstance(self.score_threshold, (int, float)) and 0.0 <= self.score_threshold <= 1.0):
-            raise ModelError(f"the model's score threshold must lie in [0, 1], not {self.score_threshold!r}.")
-        if self.mpp is not None and not (isinstance(self.mpp, (int, float)) and 0 < self.mpp < 100):
-            raise ModelError(f"the model's pixel spacing must be a positive number of µm/px, not {self.mpp!r}.")
+        for stds in self.stage_target_stds:
+            if not isinstance(stds, tuple) or len(stds) != 4:
+                raise ModelError(f"each stage's target_stds must be 4 numbers, not {_short(stds)}.")
+            for value in stds:
+                _check_number("stage_target_stds", value, float, 1e-6, 100.0)
+        names = self.class_names
+        if not (isinstance(names, tuple) and 1 <= len(names) <= MAX_CLASSES
+                and all(isinstance(c, str) and 0 < len(c.strip()) <= 100 for c in names)):
+            raise ModelError(
+                f"class_names must be 1 to {MAX_CLASSES} non-empty names (text), not {_short(names)}."
+            )
+        if len(set(names)) != len(names):
+            raise ModelError(f"class_names must be distinct, not {_short(names)}.")
+        if not (_is_number(self.score_threshold) and 0.0 <= self.score_threshold <= 1.0):
+            raise ModelError(f"the model's score threshold must lie in [0, 1], not {_short(self.score_threshold)}.")
+        if self.mpp is not None and not (_is_number(self.mpp) and 0 < self.mpp < 100):
+            raise ModelError(f"the model's pixel spacing must be a positive number of µm/px, not {_short(self.mpp)}.")
+        if not isinstance(self.source, str):
+            raise ModelError(f"the configuration's source must be text, not {_short(self.source)}.")
 
     @classmethod
     def named(cls, name: str) -> CascadeConfig:
@@ -180,11 +249,39 @@ class CascadeConfig:
     def from_json(cls, text: str) -> CascadeConfig:
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ModelError("model configuration JSON must be an object.")
+            return cls.from_dict(data)
         except json.JSONDecodeError as exc:
             raise ModelError(f"model configuration is not valid JSON: {exc}.") from exc
-        if not isinstance(data, dict):
-            raise ModelError("model configuration JSON must be an object.")
-        return cls.from_dict(data)
+        except RecursionError:
+            raise ModelError("model configuration JSON nests too deeply.") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_number(name: str, value: Any, kind: type, lo: float, hi: float) -> None:
+    """``value`` is a finite number (an ``int`` where ``kind`` is int) within ``lo..hi``, or a ModelError."""
+    ok = _is_number(value) and (kind is float or isinstance(value, int)) and lo <= value <= hi
+    if not ok:
+        what = "an integer" if kind is int else "a number"
+        raise ModelError(f"{name} must be {what} in {lo:g}..{hi:g}, not {_short(value)}.")
+
+
+def _lengths(lengths: range) -> str:
+    return str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]} to {lengths[-1]}"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
+
+
+def _short(value: Any) -> str:
+    """A repr short enough for one error line, whatever a file put there."""
+    return _SHORT.repr(value)
 
 
 def _as_tuples(value: Any) -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from midog_viewer.detect.torch_file import load_weights_only
 from midog_viewer.errors import ModelError, TrainingError
 from midog_viewer.train.data import NO_DATA, DataSpec, Split, gather, resolve_paths
 from midog_viewer.train.dataset import LabelledImage, PatchDataset, collate
@@ -203,7 +204,7 @@ class _Loop:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
             raise TrainingError(f"the saved training state does not fit this model: {exc}") from exc
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.history = list(state["history"])
@@ -437,11 +438,24 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
         raise TrainingError(f"{path} is damaged: {exc}.") from exc
 
 
+#: What ``state.pt`` must hold (see ``_Loop._save_state``): state dicts, and plain numbers and lists.
+_STATE_DICTS = ("model", "optimizer", "scheduler", "scaler")
+_STATE_NUMBERS = ("step", "epoch", "batch_in_epoch")
+
+
 def _load_state(run_dir: Path) -> dict[str, Any]:
-    try:
-        return torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:  # weights_only refuses anything but tensors and plain data
-        raise TrainingError(f"cannot read the training state in {run_dir}: {exc}") from exc
+    """The saved training state, read as weights only; anything else in the file is one TrainingError."""
+    state = load_weights_only(run_dir / STATE_FILE, error=TrainingError)
+    fits = (
+        isinstance(state, dict)
+        and all(isinstance(state.get(k), dict) for k in _STATE_DICTS)
+        and all(isinstance(state.get(k), int) and state[k] >= 0 for k in _STATE_NUMBERS)
+        and isinstance(state.get("history"), list)
+        and all(k in state for k in ("best_f1", "best_epoch", "baseline_f1"))
+    )
+    if not fits:
+        raise TrainingError(f"{run_dir / STATE_FILE} is not the training state midog-viewer saves.")
+    return state
 
 
 def saved_recipe(run_dir: str | Path) -> Recipe:

@@ -56,12 +56,55 @@ def test_outputs_match_mmdet(reference, index):
     assert (proposals[best[matched]] - expected_proposals[matched]).abs().max() < 0.01
     expected_scores = torch.tensor(record["rpn_proposals"]["scores"])
     assert (proposal_scores[best[matched]] - expected_scores[matched]).abs().max() < 1e-4
-    # Final detections: same boxes (0.01 px), scores (1e-4) and labels, in mmdet's order.
+    # Final detections as matched sets: one to one, each of mmdet's has one of ours with the same label, box
+    # (0.01 px) and score (1e-4). Ours are sorted by score, so ranks can differ only between near-ties.
     expected = record["pred_instances"]
     assert result["boxes"].shape[0] == expected["num"]
-    assert (result["boxes"] - torch.tensor(expected["bboxes"])).abs().max() < 0.01
-    assert (result["scores"] - torch.tensor(expected["scores"])).abs().max() < 1e-4
-    assert result["labels"].tolist() == expected["labels"]
+    assert result["scores"].diff().le(0).all()
+    pairs = _match_detections(result, expected, box_tol=0.01, score_tol=1e-4)
+    assert len(pairs) == expected["num"], f"only {len(pairs)} of {expected['num']} mmdet detections matched"
+
+
+def _match_detections(ours: dict, expected: dict, box_tol: float, score_tol: float) -> dict[int, int]:
+    """A maximum one-to-one matching (Kuhn's augmenting paths) of mmdet's detections to ours: reference → ours."""
+    boxes, scores, labels = ours["boxes"], ours["scores"], ours["labels"]
+    ref_boxes, ref_scores = torch.tensor(expected["bboxes"]), torch.tensor(expected["scores"])
+    ref_labels = torch.tensor(expected["labels"])
+    fits = (
+        ((ref_boxes[:, None, :] - boxes[None, :, :]).abs().amax(dim=2) < box_tol)
+        & ((ref_scores[:, None] - scores[None, :]).abs() < score_tol)
+        & (ref_labels[:, None] == labels[None, :])
+    )
+    candidates = [row.nonzero().flatten().tolist() for row in fits]
+    owner: dict[int, int] = {}  # ours → reference
+
+    def augment(ref: int, seen: set[int]) -> bool:
+        for j in candidates[ref]:
+            if j not in seen:
+                seen.add(j)
+                if j not in owner or augment(owner[j], seen):
+                    owner[j] = ref
+                    return True
+        return False
+
+    for ref in range(len(candidates)):
+        augment(ref, set())
+    return {ref: j for j, ref in owner.items()}
+
+
+def test_matched_sets_ignore_tie_order_but_not_a_wrong_detection():
+    expected = {"bboxes": [[0, 0, 10, 10], [20, 20, 30, 30]], "scores": [0.5, 0.5], "labels": [0, 1]}
+    swapped = {"boxes": torch.tensor([[20.0, 20, 30, 30], [0, 0, 10, 10]]), "scores": torch.tensor([0.5, 0.5]),
+               "labels": torch.tensor([1, 0])}
+    assert _match_detections(swapped, expected, 0.01, 1e-4) == {0: 1, 1: 0}
+    for key, value in (("boxes", torch.tensor([[20.0, 20, 30, 30], [0, 0, 10, 10.02]])),
+                       ("scores", torch.tensor([0.5, 0.5002])), ("labels", torch.tensor([1, 1]))):
+        wrong = dict(swapped, **{key: value})
+        assert len(_match_detections(wrong, expected, 0.01, 1e-4)) == 1, key
+    twice = {"bboxes": [[0, 0, 10, 10], [0, 0, 10, 10]], "scores": [0.5, 0.5], "labels": [0, 0]}
+    one = {"boxes": torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]]), "scores": torch.tensor([0.5, 0.5]),
+           "labels": torch.tensor([0, 0])}
+    assert len(_match_detections(one, twice, 0.01, 1e-4)) == 1
 
 
 def test_every_x101_key_maps_onto_our_model(shared_data):
