@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
+
+from midog_viewer.cli.stopping import stop_on_signals
 from typing import Any
 
 
@@ -66,14 +67,9 @@ def handle_train(args: argparse.Namespace) -> int:
             raise TrainingError("on --resume only --epochs can change; the other settings are the saved run's.")
     else:
         recipe = AtypicalRecipe(**overrides)
-    stop = _StopFlag()
-    previous = {sig: signal.signal(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop_on_signals() as stop:
         result = train_atypical(args.data, args.out, recipe=recipe, device=args.device, resume=args.resume,
                                 limit=args.limit, should_stop=stop, echo=None if args.quiet else _print_event)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if args.json:
         print(json.dumps({"status": result.status, "run": str(result.run_dir), "epochs_done": result.epochs_done,
                           "step": result.step, "threshold": result.threshold, "validation": result.validation}))
@@ -117,16 +113,3 @@ def handle_classify(args: argparse.Namespace) -> int:
     n_atypical = sum(r["atypical"] for r in rows)
     print(f"{len(rows)} crops, {n_atypical} atypical, written to {args.out}")
     return 0
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; training checks it between steps and saves before leaving."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def set(self, signum: int, frame: object) -> None:
-        self.stopped = True
-
-    def __call__(self) -> bool:
-        return self.stopped

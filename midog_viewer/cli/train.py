@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
+
+from midog_viewer.cli.stopping import stop_on_signals
 
 CONFIG_NAMES = ("tiny", "r50", "x101-64x4d")
 
@@ -91,9 +92,7 @@ def handle_train(args: argparse.Namespace) -> int:
         seed=args.seed or 0,
     )
     recipe = _recipe(args, Recipe)
-    stop = _StopFlag()
-    previous = {sig: signal.signal(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop_on_signals() as stop:
         result = train(
             None if data.empty else data,
             args.out,
@@ -106,9 +105,6 @@ def handle_train(args: argparse.Namespace) -> int:
             should_stop=stop,
             echo=None if args.quiet else _print_event,
         )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     summary = {
         "status": result.status,
         "run": str(result.run_dir),
@@ -186,16 +182,3 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         overrides.setdefault("mosaic_side", 512)
         overrides.setdefault("val_field_mitoses_per_mm2", REFERENCE_MITOSES_PER_MM2)
     return recipe_cls(**overrides)
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; training checks it between steps and saves before leaving."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def set(self, signum: int, frame: object) -> None:
-        self.stopped = True
-
-    def __call__(self) -> bool:
-        return self.stopped
