@@ -47,6 +47,12 @@ class LabelledImage:
     slide: str = ""
     #: Data set the image comes from ("" when unknown), for validation figures per source.
     source: str = ""
+    #: Pixels of tissue in the image when not all of it is (a mosaic's part-empty row); 0: width × height.
+    area_px: int = 0
+
+    @property
+    def tissue_px(self) -> int:
+        return int(self.area_px or self.width * self.height)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)

@@ -7,8 +7,7 @@ user's field looks like (the held-out crop target is scored on such 4 × 4 mosai
 
 Crops of one cell size share a mosaic (``grid = side // cell``). Training mosaics are drawn anew each
 epoch (seeded), each crop turned by a random multiple of 90° and flipped (a mitosis has no orientation);
-validation mosaics are fixed, one source and pixel spacing each, full rows only, so their area is the
-crops' area.
+validation mosaics are fixed, one source and pixel spacing each, and know their crops' area.
 """
 
 from __future__ import annotations
@@ -37,9 +36,18 @@ def _groups(images: Sequence[LabelledImage], key: Callable[[LabelledImage], tupl
 
 
 def _place(
-    images: Sequence[LabelledImage], members: Sequence[int], cell: int, grid: int, turns: Sequence[tuple[int, bool]]
+    images: Sequence[LabelledImage],
+    members: Sequence[int],
+    cell: int,
+    grid: int,
+    turns: Sequence[tuple[int, bool]],
+    clip: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Paste ``members`` row by row into a white canvas of ``grid`` columns; boxes follow each crop's turn."""
+    """Paste ``members`` row by row into a white canvas of ``grid`` columns; boxes follow each crop's turn.
+
+    With ``clip`` (training) a box near a crop's edge is cut at the crop, so it never covers the neighbour's
+    tissue; validation matches by centre and keeps boxes whole.
+    """
     rows = -(-len(members) // grid)
     canvas = np.full((rows * cell, grid * cell, 3), 255, np.uint8)
     boxes, labels = [], []
@@ -51,6 +59,10 @@ def _place(
         dy, dx = (cell - h) // 2, (cell - w) // 2
         canvas[oy + dy : oy + dy + h, ox + dx : ox + dx + w] = pixels
         if len(crop_boxes):
+            if clip:
+                crop_boxes = crop_boxes.copy()
+                crop_boxes[:, 0::2] = crop_boxes[:, 0::2].clip(0, w)
+                crop_boxes[:, 1::2] = crop_boxes[:, 1::2].clip(0, h)
             boxes.append(crop_boxes + np.array([ox + dx, oy + dy] * 2, np.float32))
             labels.append(image.labels)
     if boxes:
@@ -74,18 +86,20 @@ def _turn(pixels: np.ndarray, boxes: np.ndarray, k: int, flip: bool) -> tuple[np
 
 
 def validation_mosaics(images: Sequence[LabelledImage], side: int = MOSAIC_SIDE) -> list[LabelledImage]:
-    """Fixed mosaics of validation crops: one source, cell size and spacing each; full rows only."""
+    """Fixed mosaics of validation crops, one source, cell size and spacing each; every crop is in one.
+
+    ``area_px`` of a mosaic is its crops' area, not the white of a last row left part-empty.
+    """
     mosaics = []
     for (source, cell, mpp), members in sorted(_groups(images, lambda im: (im.source, _cell(im), im.mpp)).items()):
         grid = max(1, side // cell)
-        usable = len(members) - len(members) % grid
-        for start in range(0, usable, grid * grid):
-            chunk = members[start : min(start + grid * grid, usable)]
+        for start in range(0, len(members), grid * grid):
+            chunk = members[start : start + grid * grid]
             pixels, boxes, labels = _place(images, chunk, cell, grid, [(0, False)] * len(chunk))
             mosaics.append(
                 LabelledImage(
                     f"mosaic:{source}:{cell}:{start}", boxes, labels, pixels.shape[1], pixels.shape[0], mpp,
-                    pixels=pixels, source=source,
+                    pixels=pixels, source=source, area_px=sum(images[i].width * images[i].height for i in chunk),
                 )
             )
     return mosaics
@@ -139,9 +153,9 @@ class MosaicDataset(torch.utils.data.Dataset):
         if self.stain is not None:
             crops = [LabelledImage(im.key, im.boxes, im.labels, im.width, im.height, im.mpp,
                                    pixels=self.stain(im, im.pixels)) for im in (self.images[i] for i in chunk)]
-            pixels, boxes, labels = _place(crops, range(len(crops)), cell, grid, turns)
+            pixels, boxes, labels = _place(crops, range(len(crops)), cell, grid, turns, clip=True)
         else:
-            pixels, boxes, labels = _place(self.images, chunk, cell, grid, turns)
+            pixels, boxes, labels = _place(self.images, chunk, cell, grid, turns, clip=True)
         tensor = torch.from_numpy(pixels).permute(2, 0, 1)
         boxes_t, labels_t = torch.from_numpy(boxes), torch.from_numpy(labels)
         if self.augment is not None:

@@ -116,7 +116,7 @@ def field_scores(
     per mm², so F1 = 2RD / (RD + D + FP/mm²). The crops' own MIDOG scores are kept as ``crop_*``.
     """
     scores = midog_scores(images, predictions, score_threshold)
-    area_mm2 = sum(im.width * im.height * im.mpp**2 for im in images) / 1e6
+    area_mm2 = sum(im.tissue_px * im.mpp**2 for im in images) / 1e6
     positives = scores["tp"] + scores["fn"]
     recall = scores["tp"] / positives if positives else 0.0
     fp_per_mm2 = scores["fp"] / area_mm2 if area_mm2 else 0.0

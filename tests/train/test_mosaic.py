@@ -46,9 +46,22 @@ def test_validation_mosaics_keep_sources_apart_and_only_full_rows():
     crops = [_crop(f"a{i}", source="A") for i in range(18)] + [_crop(f"b{i}", source="B", mpp=0.23) for i in range(4)]
     mosaics = validation_mosaics(crops, 512)
     assert [(m.source, m.width, m.height, len(m.boxes)) for m in mosaics] == [
-        ("A", 512, 512, 16), ("B", 512, 128, 4)
-    ]  # the last 2 crops of A fill no row and are left out, so the mosaics' area is the crops' area
-    assert mosaics[1].mpp == 0.23 and (mosaics[0].pixels[mosaics[0].boxes[3, 1].astype(int) + 5] == 20).any()
+        ("A", 512, 512, 16), ("A", 512, 128, 2), ("B", 512, 128, 4)
+    ]  # every crop is validated on; a part-empty row's white is not counted as tissue
+    assert [m.tissue_px for m in mosaics] == [16 * 128 * 128, 2 * 128 * 128, 4 * 128 * 128]
+    assert mosaics[2].mpp == 0.23 and (mosaics[0].pixels[mosaics[0].boxes[3, 1].astype(int) + 5] == 20).any()
+
+
+def test_training_boxes_stop_at_their_crop_and_never_cover_the_neighbour():
+    edge = _crop("edge", box=(-10, 40, 30, 80))  # a figure cut by its crop's left edge
+    dataset = MosaicDataset([_crop("left")] + [edge], 512, seed=0)
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        _, target = dataset[0]
+        boxes = target["boxes"].numpy()
+        assert (boxes >= 0).all() and (boxes <= 256).all()
+        widths = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        assert sorted(np.round(widths).tolist()) == [30.0, 40.0] or sorted(np.round(widths).tolist()) == [30, 50]
 
 
 def test_mosaics_need_crops_in_memory():
