@@ -81,15 +81,21 @@ def handle_detect(args: argparse.Namespace) -> int:
         if zoom != 1.0:
             print(f"slide at {slide.mpp:.3f} µm/px, model at {detector.model_mpp:.3f} µm/px: tiles resampled x{zoom:.2f}",
                   file=sys.stderr)
+        tissue_fraction, tile_filter = None, None
+        if region is None:  # the whole image: only the tiles that hold tissue
+            from midog_viewer.detect.tissue import detect_tissue, tissue_filter
+
+            tissue = detect_tissue(slide)
+            tissue_fraction, tile_filter = tissue.fraction, tissue_filter(tissue)
         result = Detections(class_names=detector.class_names)
-        for progress in detector.iter_detect(slide, region):
+        for progress in detector.iter_detect(slide, region, tile_filter=tile_filter):
             _progress(progress.done, progress.total)
             result = progress.merged
     records = result.to_records()
     try:
         if out.suffix.lower() == ".json":
             document = {"slide": str(args.slide), "model": str(detector.info.path), "resample_zoom": zoom,
-                        "detections": records}
+                        "tissue_fraction": tissue_fraction, "detections": records}
             out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         else:
             with out.open("w", newline="", encoding="utf-8") as handle:
