@@ -16,7 +16,7 @@ from midog_viewer import __version__
 from midog_viewer.errors import MidogError
 
 #: Modules of ``midog_viewer.cli`` that contribute sub-commands through ``register(subparsers)``.
-_COMMAND_MODULES = ("slides", "detect", "review", "train", "gui")
+_COMMAND_MODULES = ("slides", "detect", "review", "train", "gui", "batch")
 
 
 class _Parser(argparse.ArgumentParser):
