@@ -87,6 +87,8 @@ def handle_detect(args: argparse.Namespace) -> int:
 
             tissue = detect_tissue(slide)
             tissue_fraction, tile_filter = tissue.fraction, tissue_filter(tissue)
+            print(f"tissue: {tissue_fraction:.1%} of the slide" if tissue_fraction else
+                  "no tissue found: every tile is searched", file=sys.stderr)
         result = Detections(class_names=detector.class_names)
         for progress in detector.iter_detect(slide, region, tile_filter=tile_filter):
             _progress(progress.done, progress.total)

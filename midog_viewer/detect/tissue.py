@@ -150,9 +150,15 @@ def detect_tissue(slide: TissueSlide, downsample: float | None = None) -> Tissue
 
 
 def tissue_filter(tissue: TissueMask, margin: int = TILE_MARGIN) -> Callable[[list[Region]], list[int]]:
-    """A tile filter for :meth:`Detector.iter_detect`: planned tiles → indices of those holding tissue."""
+    """A tile filter for :meth:`Detector.iter_detect`: planned tiles → indices of those holding tissue.
+
+    A mask without any tissue keeps every tile: an image the colour test does not recognise (unstained,
+    faint or not H&E) is searched as a whole rather than silently skipped.
+    """
 
     def keep(tiles: list[Region]) -> list[int]:
+        if not tissue.mask.any():
+            return list(range(len(tiles)))
         return np.flatnonzero(tissue.holds_tissue(tiles, margin)).tolist() if tiles else []
 
     return keep
