@@ -17,6 +17,11 @@ from midog_viewer.errors import MidogError
 CONNECT_TIMEOUT = 5
 
 
+#: LocalCluster options for no dashboard; the scheduler's HTTP routes on a free port, not 8787 (which another
+#: cluster may hold: dask would print a warning).
+NO_DASHBOARD: dict[str, Any] = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": ":0"}}
+
+
 class ClusterError(MidogError):
     """A scheduler that cannot be reached, or a cluster that cannot be started."""
 
@@ -44,9 +49,14 @@ def start(scheduler: str | None, workers: int | None, device: str | None, model:
 
     cluster = None
     if scheduler is not None:
+        import dask
+        from dask.utils import parse_timedelta
+
+        # dask's own connect timeout when it is set shorter (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
+        timeout = min(CONNECT_TIMEOUT, parse_timedelta(dask.config.get("distributed.comm.timeouts.connect")))
         quiet_dask_logs(logging.CRITICAL + 1)  # a refused connection is our one line, not dask's
         try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+            client = Client(scheduler, timeout=timeout)
         except Exception as exc:  # OSError, TimeoutError, ValueError for a malformed address
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ClusterError(f"cannot reach the dask scheduler at {scheduler} ({detail}).") from None
@@ -56,8 +66,8 @@ def start(scheduler: str | None, workers: int | None, device: str | None, model:
     else:
         n = workers or default_workers(device)
         threads = max(1, (os.cpu_count() or 1) // n)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
-                               silence_logs=logging.CRITICAL)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, silence_logs=logging.CRITICAL,
+                               **NO_DASHBOARD)
         client = Client(cluster)
     try:
         client.register_plugin(DetectorPlugin(model, device, score_thr, torch_threads=threads))

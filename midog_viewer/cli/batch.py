@@ -64,15 +64,29 @@ def handle_batch(args: argparse.Namespace) -> int:
     slides = find_slides(args.paths)
     quiet_dask_logs()
     model_label = str(Path(args.model).name) if args.model else "demo-tiny"
-    with ReviewStore(args.db) as store:
-        client, cluster = start(args.scheduler, args.workers, args.device, args.model, args.score_thr)
+    db = Path(args.db)
+    existed = db.exists()
+    with ReviewStore(db) as store:  # a bad database is refused before any cluster starts
+        try:
+            client, cluster = start(args.scheduler, args.workers, args.device, args.model, args.score_thr)
+        except BaseException:
+            store.close()
+            if not existed:  # leave nothing behind
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+            raise
         try:
             run = CohortRun(client, store, slides, run_key(args.model, args.score_thr), model_label,
                             Progress(len(slides), quiet=args.quiet))
             result = run.run()
         finally:
             stop(client, cluster)
-    write_report(args.report, result.rows)
+    try:
+        write_report(args.report, result.rows)
+    except OSError as exc:
+        from midog_viewer.errors import MidogError
+
+        raise MidogError(f"cannot write the report {args.report}: {exc.strerror or exc}; the results are in {db}.") from exc
     counts = {status: sum(row.status == status for row in result.rows) for status in ("done", "skipped", "failed")}
     for row in result.failed:
         print(f"midog-viewer: failed: {row.slide}: {row.error}", file=sys.stderr)

@@ -2,26 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-
-from midog_viewer.synthetic import SyntheticHPF, make_hpf, write_hpf_tiff
-
-
-def write_field(path, seed, width=700, height=600):
-    """A synthetic H&E field (700 x 600 px: 2 x 2 tiles of 512) as a TIFF."""
-    write_hpf_tiff(make_hpf(seed=seed, width=width, height=height), path)
-    return path
-
-
-def write_glass_slide(path, width=1400, height=1100, field=(600, 500), at=(100, 100), seed=3):
-    """A synthetic field pasted on white glass with the scanner's faint noise (3 x 3 tiles planned)."""
-    rng = np.random.default_rng(seed)
-    canvas = (250 - rng.integers(0, 4, (height, width, 3))).astype(np.uint8)
-    hpf = make_hpf(seed=seed, width=field[0], height=field[1])
-    canvas[at[1] : at[1] + field[1], at[0] : at[0] + field[0]] = hpf.image
-    write_hpf_tiff(SyntheticHPF(canvas, hpf.boxes, hpf.labels), path)
-    return path
+from batch_slides import write_field, write_glass_slide
 
 
 @pytest.fixture
@@ -38,17 +20,11 @@ def cohort(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def thread_cluster():
-    """Two in-process dask workers (one thread each) with the demo detector, reachable over TCP."""
-    distributed = pytest.importorskip("distributed")
-    from midog_viewer.batch.cluster import quiet_dask_logs
-    from midog_viewer.batch.worker import DetectorPlugin
+def cluster():
+    """A real LocalCluster: two worker processes (one thread each) with the demo detector loaded once each."""
+    pytest.importorskip("distributed")
+    from midog_viewer.batch.cluster import start, stop
 
-    quiet_dask_logs()
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://",
-                                       dashboard_address=None, silence_logs=50)
-    client = distributed.Client(cluster)
-    client.register_plugin(DetectorPlugin(None, "cpu", None, torch_threads=1))
-    yield client, cluster
-    client.close()
-    cluster.close()
+    client, local = start(None, 2, "cpu", None, None)
+    yield client, local
+    stop(client, local)
