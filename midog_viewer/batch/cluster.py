@@ -44,7 +44,10 @@ def quiet_dask_logs(level: int = logging.ERROR) -> None:
 
 def start(scheduler: str | None, workers: int | None, device: str | None, model: str | None,
           score_thr: float | None, processes: bool = True) -> tuple[Any, Any]:
-    """A client (and the LocalCluster it owns, or None) whose workers carry the detector plugin."""
+    """A client (and the LocalCluster it owns, or None) whose workers carry the detector plugin.
+
+    The plugin's name (what tasks ask for) is ``client.midog_plugin``.
+    """
     from distributed import Client, LocalCluster
 
     cluster = None
@@ -69,8 +72,10 @@ def start(scheduler: str | None, workers: int | None, device: str | None, model:
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, silence_logs=logging.CRITICAL,
                                **NO_DASHBOARD)
         client = Client(cluster)
+    plugin = DetectorPlugin(model, device, score_thr, torch_threads=threads)
     try:
-        client.register_plugin(DetectorPlugin(model, device, score_thr, torch_threads=threads))
+        client.register_plugin(plugin)
+        client.midog_plugin = plugin.name
     except BaseException:
         client.close()
         if cluster is not None:

@@ -50,6 +50,19 @@ def describe(exc: BaseException) -> str:
     return text if isinstance(exc, MidogError) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
+def needs_workers(store: ReviewStore, slides: list[Path], key: str) -> bool:
+    """Whether any slide lacks a finished run with these settings (else no cluster needs to start)."""
+    ledger = Ledger(store)
+    for path in slides:
+        try:  # the same registration as the run's (path, size and mtime name the file version)
+            run = ledger.latest(store.add_slide(path), key)
+        except MidogError:
+            return True
+        if run is None or not run.finished:
+            return True
+    return False
+
+
 @dataclass
 class _Slide:
     """A slide's state in this run."""
@@ -97,8 +110,11 @@ class CohortRun:
 
     def __init__(self, client: Any, store: ReviewStore, slides: list[Path], key: str, model_label: str,
                  progress: Progress | None = None, tiles_per_task: int = TILES_PER_TASK,
-                 on_commit: Callable[[Path, int], None] | None = None) -> None:
+                 on_commit: Callable[[Path, int], None] | None = None, plugin: str | None = None) -> None:
+        """``client`` may be None when :func:`needs_workers` says no slide needs detecting; ``plugin`` names the
+        workers' detector plugin (default: the one :func:`~midog_viewer.batch.cluster.start` registered)."""
         self.client, self.store, self.slides, self.key = client, store, slides, key
+        self.plugin = plugin or getattr(client, "midog_plugin", None)
         self.model_label = model_label
         self.ledger = Ledger(store)
         self.progress = progress or Progress(len(slides), quiet=True)
@@ -113,13 +129,10 @@ class CohortRun:
 
     def run(self) -> CohortResult:
         """Detect every slide not finished yet; return the report rows."""
-        from distributed import as_completed
-
-        self._pending = as_completed()
         try:
             for index, path in enumerate(self.slides):
                 self._begin(_Slide(index, path))
-            for future in self._pending:
+            for future in self._pending or ():  # None: nothing was submitted (every slide finished or failed)
                 job = self._jobs.pop(future, None)
                 if job is None:  # cancelled with its failed slide
                     continue
@@ -147,7 +160,11 @@ class CohortRun:
         return len(self.slides) - state.index  # earlier slides first, so few are under way at once
 
     def _submit(self, state: _Slide, kind: str, tiles: list[int], fn: Callable, *args: Any) -> None:
+        from distributed import as_completed
+
         future = self.client.submit(fn, *args, pure=False, priority=self._priority(state))
+        if self._pending is None:
+            self._pending = as_completed()
         self._jobs[future] = (state, kind, tiles)
         state.futures.add(future)
         self._pending.add(future)
@@ -163,7 +180,7 @@ class CohortRun:
             self._close(state, counted_row(self.store, state.slide_id, state.path.name, SKIPPED, run.plan, 0.0))
             return
         if run is None:
-            self._submit(state, "plan", [], plan_task, str(state.path))
+            self._submit(state, "plan", [], plan_task, self.plugin, str(state.path))
             return
         state.run = run  # resume: what this run already stored is what later batches must not repeat
         table = self.store.objects(state.slide_id, run_id=run.run_id)
@@ -181,7 +198,7 @@ class CohortRun:
             return
         self.progress.add_tiles(len(pending))
         for unit in work_units(pending, self.tiles_per_task):
-            self._submit(state, "detect", unit, detect_task, str(state.path), [plan["tiles"][i] for i in unit],
+            self._submit(state, "detect", unit, detect_task, self.plugin, str(state.path), [plan["tiles"][i] for i in unit],
                          [plan["cores"][i] for i in unit], plan["od_matrix"], plan["zoom"])
 
     # -- results ----------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ its tiles. Tasks return plain data; only the client writes the review store.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from midog_viewer.batch.plan import plan_slide
 
+#: Prefix of the plugin's name; the rest is a digest of its settings, so two cohorts with different models
+#: can share a cluster (each task names the detector it needs), and the same settings replace, not add.
 PLUGIN_NAME = "midog-viewer-detector"
 #: Slides a worker keeps open between batches (opening an SVS re-reads its directory).
 _OPEN_SLIDES = 4
@@ -24,10 +28,11 @@ _OPEN_SLIDES = 4
 class DetectorPlugin(WorkerPlugin):
     """Loads one :class:`~midog_viewer.detect.Detector` per worker; pickled to the workers with its settings only."""
 
-    name = PLUGIN_NAME
-
     def __init__(self, model: str | None, device: str | None, score_thr: float | None,
                  torch_threads: int | None = None, batch_size: int | None = None) -> None:
+        settings = json.dumps([str(Path(model).expanduser().resolve()) if model else None, device, score_thr,
+                               batch_size])
+        self.name = f"{PLUGIN_NAME}-{hashlib.sha1(settings.encode()).hexdigest()[:12]}"
         self.model = model
         self.device = device
         self.score_thr = score_thr
@@ -69,23 +74,23 @@ class DetectorPlugin(WorkerPlugin):
         return slide
 
 
-def _plugin() -> DetectorPlugin:
+def _plugin(name: str) -> DetectorPlugin:
     try:
-        return get_worker().plugins[PLUGIN_NAME]
+        return get_worker().plugins[name]
     except KeyError:  # pragma: no cover - the client registers the plugin before submitting
-        raise RuntimeError("the midog-viewer detector plugin is not registered on this worker") from None
+        raise RuntimeError(f"the detector plugin {name} is not registered on this worker") from None
 
 
-def plan_task(path: str) -> dict[str, Any]:
+def plan_task(plugin_name: str, path: str) -> dict[str, Any]:
     """Plan one slide (tissue, tiles, stain map) on a worker."""
-    plugin = _plugin()
+    plugin = _plugin(plugin_name)
     return plan_slide(plugin.detector, plugin.slide(path))
 
 
-def detect_task(path: str, tiles: list[list[int]], cores: list[list[float]], od_matrix: Any,
+def detect_task(plugin_name: str, path: str, tiles: list[list[int]], cores: list[list[float]], od_matrix: Any,
                 zoom: float) -> tuple[Any, Any, Any]:
     """Detect one batch of a slide's tiles; boxes (N, 4) level-0 xyxy, scores and label names."""
-    plugin = _plugin()
+    plugin = _plugin(plugin_name)
     found = plugin.detector.detect_tiles(plugin.slide(path), [tuple(t) for t in tiles], [tuple(c) for c in cores],
                                          od_matrix, zoom)
     return found.boxes, found.scores, found.label_names()

@@ -57,7 +57,7 @@ def handle_batch(args: argparse.Namespace) -> int:
     from midog_viewer.batch.plan import find_slides
     from midog_viewer.batch.progress import Progress
     from midog_viewer.batch.report import write_report
-    from midog_viewer.batch.run import CohortRun, run_key
+    from midog_viewer.batch.run import CohortRun, needs_workers, run_key
     from midog_viewer.review.store import ReviewStore
 
     _check_arguments(args)
@@ -66,9 +66,12 @@ def handle_batch(args: argparse.Namespace) -> int:
     model_label = str(Path(args.model).name) if args.model else "demo-tiny"
     db = Path(args.db)
     existed = db.exists()
+    key = run_key(args.model, args.score_thr)
     with ReviewStore(db) as store:  # a bad database is refused before any cluster starts
         try:
-            client, cluster = start(args.scheduler, args.workers, args.device, args.model, args.score_thr)
+            client, cluster = None, None
+            if needs_workers(store, slides, key):  # no cluster at all when every slide is finished already
+                client, cluster = start(args.scheduler, args.workers, args.device, args.model, args.score_thr)
         except BaseException:
             store.close()
             if not existed:  # leave nothing behind
@@ -76,11 +79,11 @@ def handle_batch(args: argparse.Namespace) -> int:
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
             raise
         try:
-            run = CohortRun(client, store, slides, run_key(args.model, args.score_thr), model_label,
-                            Progress(len(slides), quiet=args.quiet))
+            run = CohortRun(client, store, slides, key, model_label, Progress(len(slides), quiet=args.quiet))
             result = run.run()
         finally:
-            stop(client, cluster)
+            if client is not None:
+                stop(client, cluster)
     try:
         write_report(args.report, result.rows)
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import sqlite3
@@ -137,6 +138,31 @@ def test_sigint_to_the_batch_command_then_a_resume(cluster, tmp_path):
     resumed = _run(client, db, [folder])
     assert resumed.tiles_detected == 6 - done
     assert _ledger(db) == ((6, 6), 6)
+    # a broken slide beside them: it fails alone, named on stderr and in the report, exit 1
+    broken = tmp_path / "broken.svs"
+    broken.write_bytes(b"II*\x00" + b"\x00" * 40)
+    again = subprocess.run(command[:5] + [str(broken)] + command[5:], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 1, again.stderr
+    assert again.stderr.strip().splitlines() == [f"midog-viewer: failed: broken.svs: {_broken_message(broken)}"]
+    with report.open() as handle:
+        statuses = [(row["slide"], row["status"]) for row in csv.DictReader(handle)]
+    assert statuses == [(f"s{seed}.tiff", "skipped") for seed in range(10, 16)] + [("broken.svs", "failed")]
+    # every slide finished: no cluster is even contacted (this address has no scheduler)
+    finished = subprocess.run(command[:8] + ["tcp://127.0.0.1:1"] + command[9:], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert "6 slides: 0 done, 6 skipped, 0 failed (0 tiles detected)" in finished.stdout
+
+
+def _broken_message(path):
+    from midog_viewer.errors import SlideError
+
+    try:
+        open_slide(path)
+    except SlideError as exc:
+        return str(exc)
+    raise AssertionError("the broken slide opened")
 
 
 def test_a_worker_killed_mid_run_and_the_run_still_finishes(cluster, tmp_path):
