@@ -72,7 +72,8 @@ def start(scheduler: str | None, workers: int | None, device: str | None, model:
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, silence_logs=logging.CRITICAL,
                                **NO_DASHBOARD)
         client = Client(cluster)
-    plugin = DetectorPlugin(model, device, score_thr, torch_threads=threads)
+    plugin = DetectorPlugin(model, device, score_thr, torch_threads=threads,
+                            ignore_interrupt=cluster is not None and processes)
     try:
         client.register_plugin(plugin)
         client.midog_plugin = plugin.name

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ class DetectorPlugin(WorkerPlugin):
     """Loads one :class:`~midog_viewer.detect.Detector` per worker; pickled to the workers with its settings only."""
 
     def __init__(self, model: str | None, device: str | None, score_thr: float | None,
-                 torch_threads: int | None = None, batch_size: int | None = None) -> None:
+                 torch_threads: int | None = None, batch_size: int | None = None,
+                 ignore_interrupt: bool = False) -> None:
         settings = json.dumps([str(Path(model).expanduser().resolve()) if model else None, device, score_thr,
                                batch_size])
         self.name = f"{PLUGIN_NAME}-{hashlib.sha1(settings.encode()).hexdigest()[:12]}"
@@ -38,6 +41,7 @@ class DetectorPlugin(WorkerPlugin):
         self.score_thr = score_thr
         self.torch_threads = torch_threads
         self.batch_size = batch_size
+        self.ignore_interrupt = ignore_interrupt
         self.detector: Any = None
         self._slides: OrderedDict[str, Any] = OrderedDict()
 
@@ -45,6 +49,11 @@ class DetectorPlugin(WorkerPlugin):
         import torch
 
         from midog_viewer.detect import Detector
+
+        if self.ignore_interrupt and threading.current_thread() is threading.main_thread():
+            # a local worker shares the terminal's process group: Ctrl-C is the client's to handle (it stops
+            # the cluster), not a traceback from every worker process
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
