@@ -73,6 +73,7 @@ def plan_slide(detector: Any, slide: Any) -> dict[str, Any]:
         "tissue_box": list(box) if box else None,
         "od_matrix": None if od_matrix is None else od_matrix.tolist(),
         "score_thr": float(detector.score_thr), "stain_normalize": bool(detector.stain_normalize),
+        "model": str(detector.info.path),
     }
 
 

@@ -32,7 +32,10 @@ DUPLICATE_IOU = 0.5
 
 
 def run_key(model: str | None, score_thr: float | None) -> str:
-    """What makes two runs the same: the model file (path, size, mtime) and the score threshold asked for."""
+    """What makes two runs the same: the model file (path, size, mtime) and the score threshold asked for.
+
+    ``None`` names the checkpoint ``Detector(None)`` loads (the built-in model).
+    """
     from midog_viewer.detect.engine import DEMO_MODEL_PATH
 
     path = Path(model).expanduser().resolve() if model else DEMO_MODEL_PATH
@@ -210,7 +213,8 @@ class CohortRun:
                   "stain_normalize": plan["stain_normalize"], "resample_zoom": plan["zoom"],
                   "tissue_fraction": plan["tissue_fraction"], "tiles": len(plan["tiles"]),
                   "planned_tiles": plan["planned_tiles"]}
-        state.run = self.ledger.start(slide_id, self.key, self.model_label, params, plan)
+        model = Path(plan["model"]).name if plan.get("model") else self.model_label  # what the worker loaded
+        state.run = self.ledger.start(slide_id, self.key, model, params, plan)
         self._submit_tiles(state)
 
     def _detected(self, state: _Slide, tiles: list[int], result: tuple[Any, Any, Any]) -> None:

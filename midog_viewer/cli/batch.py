@@ -63,7 +63,7 @@ def handle_batch(args: argparse.Namespace) -> int:
     _check_arguments(args)
     slides = find_slides(args.paths)
     quiet_dask_logs()
-    model_label = str(Path(args.model).name) if args.model else "demo-tiny"
+    model_label = str(Path(args.model).name) if args.model else "built-in model"
     db = Path(args.db)
     existed = db.exists()
     key = run_key(args.model, args.score_thr)
