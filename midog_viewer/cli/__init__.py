@@ -18,7 +18,7 @@ from midog_viewer import __version__
 from midog_viewer.errors import MidogError
 
 #: Modules of ``midog_viewer.cli`` that contribute sub-commands through ``register(subparsers)``.
-_COMMAND_MODULES = ("slides", "detect", "review", "backup", "train", "atypical", "gui")
+_COMMAND_MODULES = ("slides", "detect", "review", "backup", "train", "atypical", "batch", "gui")
 
 
 _NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|inf(?:inity)?|nan"

@@ -67,9 +67,12 @@ def handle_detect(args: argparse.Namespace) -> int:
     from midog_viewer.errors import AnnotationFormatError
     from midog_viewer.io import open_slide
 
+    from midog_viewer.formats import atomic
+
     out = Path(args.out)
     if out.suffix.lower() not in (".json", ".csv"):
         raise AnnotationFormatError(f"--out must end in .json or .csv, not {out.name!r}.")
+    atomic.check_target(out)  # a bad output is refused before hours of detection, not after
     region = parse_region(args.region)
     atypical = None
     if not args.no_atypical:
@@ -95,8 +98,16 @@ def handle_detect(args: argparse.Namespace) -> int:
         if zoom != 1.0:
             print(f"slide at {slide.mpp:.3f} µm/px, model at {detector.model_mpp:.3f} µm/px: tiles resampled x{zoom:.2f}",
                   file=sys.stderr)
+        tissue_fraction, tile_filter = None, None
+        if region is None:  # the whole image: only the tiles that hold tissue
+            from midog_viewer.detect.tissue import detect_tissue, tissue_filter
+
+            tissue = detect_tissue(slide)
+            tissue_fraction, tile_filter = tissue.fraction, tissue_filter(tissue)
+            print(f"tissue: {tissue_fraction:.1%} of the slide" if tissue_fraction else
+                  "no tissue found: every tile is searched", file=sys.stderr)
         result = Detections(class_names=detector.class_names)
-        for progress in detector.iter_detect(slide, region):
+        for progress in detector.iter_detect(slide, region, tile_filter=tile_filter):
             _progress(progress.done, progress.total)
             result = progress.merged
         records = result.to_records()
@@ -105,22 +116,19 @@ def handle_detect(args: argparse.Namespace) -> int:
 
             for record, p in zip(records, atypical_scores(slide, result, atypical)):
                 record["p_atypical"] = None if p != p else round(float(p), 6)  # NaN: not a mitotic figure
-    try:
-        if out.suffix.lower() == ".json":
-            document = {"slide": str(args.slide), "model": str(detector.info.path), "resample_zoom": zoom,
-                        "detections": records}
-            if atypical is not None:
-                document["atypical_model"] = str(args.atypical_model or "built-in")
-                document["atypical_threshold"] = atypical.config.threshold
-            out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        else:
-            with out.open("w", newline="", encoding="utf-8") as handle:
-                columns = ["x1", "y1", "x2", "y2", "score", "label"] + (["p_atypical"] if atypical is not None else [])
-                writer = csv.DictWriter(handle, fieldnames=columns)
-                writer.writeheader()
-                writer.writerows(records)
-    except OSError as exc:
-        raise AnnotationFormatError(f"cannot write {out}: {exc.strerror or exc}.") from exc
+    if out.suffix.lower() == ".json":
+        document = {"slide": str(args.slide), "model": str(detector.info.path), "resample_zoom": zoom,
+                    "tissue_fraction": tissue_fraction, "detections": records}
+        if atypical is not None:
+            document["atypical_model"] = str(args.atypical_model or "built-in")
+            document["atypical_threshold"] = atypical.config.threshold
+        atomic.write_text(out, json.dumps(document, indent=1) + "\n")
+    else:
+        with atomic.open_text(out, newline="") as handle:
+            columns = ["x1", "y1", "x2", "y2", "score", "label"] + (["p_atypical"] if atypical is not None else [])
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(records)
     counts = {name: result.label_names().count(name) for name in detector.class_names}
     summary = ", ".join(f"{n} {name}" for name, n in counts.items())
     print(f"{len(result)} detections ({summary}) on {detector.device_name} written to {out}")

@@ -7,7 +7,7 @@ results per batch and to cancel between batches.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +42,8 @@ _CPU_BATCH = 4
 #: Slides within this fraction of the model's pixel spacing are read as they are: MIDOG's own scanners
 #: differ by about 10 % (0.23-0.25 µm/px) and models learn across them without resampling.
 RESAMPLE_TOLERANCE = 0.15
+#: Planned tiles → the indices of those to run (e.g. the tiles holding tissue).
+TileFilter = Callable[[list[Region]], list[int]]
 
 
 def resample_zoom(slide_mpp: float | None, model_mpp: float | None) -> float:
@@ -262,17 +264,18 @@ class Detector:
         """How much tiles of ``slide`` are enlarged (>1) or shrunk (<1) before the model sees them."""
         return resample_zoom(getattr(slide, "mpp", None), self.model_mpp) if self.resample else 1.0
 
-    def detect(self, slide: SlideLike, region: Region | None = None) -> Detections:
+    def detect(self, slide: SlideLike, region: Region | None = None, tile_filter: TileFilter | None = None) -> Detections:
         """All detections in ``region`` (level-0 x, y, w, h; None = the whole slide) with score ≥ ``score_thr``."""
         merged = Detections(class_names=self.class_names)
-        for progress in self.iter_detect(slide, region):
+        for progress in self.iter_detect(slide, region, tile_filter=tile_filter):
             merged = progress.merged
         return merged
 
-    def iter_detect(
-        self, slide: SlideLike, region: Region | None = None, cancel: threading.Event | None = None
-    ) -> Iterator[DetectionProgress]:
-        """Yield one :class:`DetectionProgress` per batch of tiles; stop early when ``cancel`` is set."""
+    def plan(
+        self, slide: SlideLike, region: Region | None = None, tile_filter: TileFilter | None = None
+    ) -> tuple[list[Region], list[tuple[float, float, float, float]], float]:
+        """The tiles to run (after ``tile_filter``, e.g. tissue detection), the part of the region each owns,
+        and the resampling zoom. Cores come from the full plan, so a kept tile owns what it owned before."""
         region = clip_region(slide, region)
         # Tiles are cut in slide pixels so that, resampled to the model's pixel spacing, they are tile_size
         # px with overlap px shared: what the model was trained and tuned on.
@@ -281,6 +284,52 @@ class Detector:
         read_overlap = min(round(self.overlap / zoom), read_size - 1)
         tiles = plan_tiles(region, read_size, read_overlap)
         cores = tile_cores(tiles, region)
+        if tile_filter is not None:
+            kept = tile_filter(tiles)
+            tiles, cores = [tiles[i] for i in kept], [cores[i] for i in kept]
+        return tiles, cores, zoom
+
+    def stain_matrix(self, slide: SlideLike, tiles: list[Region]) -> np.ndarray | None:
+        """The 3×3 Macenko map fitted on up to STAIN_FIT_TILES of ``tiles`` (None: off, no tiles or no tissue)."""
+        if not self.stain_normalize or not tiles:
+            return None
+        matrix = self._fit_stains(slide, tiles, {})
+        return None if matrix is None else matrix.cpu().numpy()
+
+    def detect_tiles(
+        self,
+        slide: SlideLike,
+        tiles: list[Region],
+        cores: list[tuple[float, float, float, float]],
+        od_matrix: np.ndarray | torch.Tensor | None,
+        zoom: float = 1.0,
+        images: list[np.ndarray] | None = None,
+    ) -> Detections:
+        """One batch: the detections (score ≥ ``score_thr``) whose centre lies in their tile's core, seams merged."""
+        if od_matrix is not None and not isinstance(od_matrix, torch.Tensor):
+            od_matrix = torch.as_tensor(np.asarray(od_matrix), dtype=torch.float32, device=self.device)
+        images = images if images is not None else [_read_rgb(slide, tile) for tile in tiles]
+        found = self._run_batch(images, od_matrix, zoom)
+        in_slide = [keep_centres_in(d.translated(t[0], t[1]), core) for d, t, core in zip(found, tiles, cores)]
+        return merge_detections(
+            Detections.concatenate(in_slide, self.class_names).filter_score(self.score_thr), self.nms_iou
+        )
+
+    def iter_detect(
+        self,
+        slide: SlideLike,
+        region: Region | None = None,
+        cancel: threading.Event | None = None,
+        tile_filter: TileFilter | None = None,
+    ) -> Iterator[DetectionProgress]:
+        """Yield one :class:`DetectionProgress` per batch of tiles; stop early when ``cancel`` is set.
+
+        ``tile_filter`` (planned tiles → indices to keep) narrows the plan, e.g. to tissue
+        (:func:`midog_viewer.detect.tissue.tissue_filter`); without it every tile of the region is run.
+        """
+        tiles, cores, zoom = self.plan(slide, region, tile_filter)
+        if not tiles:
+            return
         already_read: dict[int, np.ndarray] = {}
         od_matrix = self._fit_stains(slide, tiles, already_read) if self.stain_normalize else None
         emitted = Detections(class_names=self.class_names)
@@ -293,14 +342,7 @@ class Detector:
                 already_read.pop(done + i) if done + i in already_read else _read_rgb(slide, tile)
                 for i, tile in enumerate(batch)
             ]
-            found = self._run_batch(images, od_matrix, zoom)
-            in_slide = [
-                keep_centres_in(d.translated(tile[0], tile[1]), core)
-                for d, tile, core in zip(found, batch, cores[done : done + len(batch)])
-            ]
-            candidates = merge_detections(
-                Detections.concatenate(in_slide, self.class_names).filter_score(self.score_thr), self.nms_iou
-            )
+            candidates = self.detect_tiles(slide, batch, cores[done : done + len(batch)], od_matrix, zoom, images)
             new = drop_duplicates_of(candidates, emitted, self.nms_iou)
             emitted = sort_by_score(emitted + new)
             done += len(batch)
