@@ -153,3 +153,24 @@ def test_real_crop_data_set_loads_and_splits_by_slide(shared_data):
     groups = lambda images: {(im.source if not im.slide else "") + im.slide.split(".")[0].lower() for im in images}  # noqa: E731
     assert not groups(split.train) & groups(split.val)
     assert {im.source for im in split.val} >= {"AMi-Br/MIDOG21", "AMi-Br/TUPAC16", "MITOS-ATYPIA-14"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([["nowhere.png", 5, 5, "mitosis"]], "image not found"),
+        ([["s0/c0.png", 500, 5, "mitosis"]], "outside the 64 × 64 image"),
+        ([["s0/c0.png", 5, 5, "eosinophil"]], "unknown class"),
+        ([["s0/c0.png", 5, 5, "mitosis", "-0.25"]], "pixel spacing"),
+    ],
+)
+def test_the_train_command_refuses_bad_points_in_one_line_before_training(crop_set, tmp_path, capsys, rows, message):
+    from midog_viewer.cli import main
+
+    images_dir, _, _ = crop_set
+    points = _write_csv(tmp_path / "bad.csv", ["file", "x", "y", "label", "mpp"], [r + [""] * (5 - len(r)) for r in rows])
+    code = main(["train", "--points", str(points), "--images", str(images_dir), "--config", "tiny",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and message in err
+    assert not (tmp_path / "run").exists()
