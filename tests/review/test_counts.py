@@ -97,7 +97,10 @@ def test_hotspot_finds_the_dense_window(store):
     slide_id = store.add_slide("h.tiff", MPP, 40_000, 40_000)
     rng = np.random.default_rng(0)
     sparse = rng.uniform(0, 40_000, size=(30, 2))
-    dense = rng.uniform(25_000, 26_000, size=(40, 2))
+    # 40 distinct cells (a jittered grid 125 px = 31 µm apart): random points would put some within 7.5 µm,
+    # which are one mitosis
+    grid = np.stack(np.meshgrid(np.arange(8), np.arange(5)), axis=-1).reshape(-1, 2)
+    dense = 25_050 + grid * 125 + rng.uniform(-20, 20, size=(40, 2))
     points = np.vstack([sparse, dense])
     store.add_annotations(slide_id, np.array([box_at(x, y) for x, y in points]), ["mitotic figure"] * 70, "gt")
     counts = count_slide(store, slide_id)
@@ -132,3 +135,43 @@ def test_counts_need_a_pixel_size(store):
         count_slide(store, slide_id, mpp=0.25, hpf_mm2=0)
     with pytest.raises(ReviewStoreError):
         count_slide(store, slide_id, mpp=0.25, window="5hpf")
+
+
+def _ground_truth_with_reviews_on_top(store):
+    """8 imported mitoses; 2 detections accepted on 2 of them, 1 added by hand on a third (the demo's case)."""
+    slide_id = store.add_slide("gt.tiff", MPP, 20_000, 20_000)
+    truth = [(1000 + 700 * i, 1000 + 300 * i) for i in range(8)]
+    store.add_annotations(slide_id, np.array([box_at(*c) for c in truth]), ["mitotic figure"] * 8, "MIDOG.json")
+    run = store.add_detection_run(slide_id, "m", {})
+    on_truth = [(truth[0][0] + 8, truth[0][1] - 6), (truth[1][0] - 20, truth[1][1])]  # 2.5 µm and 5 µm away
+    ids = store.add_detections(run, np.array([box_at(*c, size=60) for c in on_truth]), [0.9, 0.8], ["mitotic figure"] * 2)
+    for object_id in ids:
+        store.decide(int(object_id), "accept")
+    store.add_annotation(slide_id, box_at(truth[2][0], truth[2][1] + 29), "mitotic figure")  # 7.25 µm away
+    return slide_id, truth
+
+
+def test_an_accepted_detection_on_a_ground_truth_mitosis_is_one_mitosis(store, tmp_path):
+    slide_id, truth = _ground_truth_with_reviews_on_top(store)
+    counts = count_slide(store, slide_id)
+    assert counts.totals["mitoses"] == 8  # was 11: each review on top of a label counted again
+    assert (counts.totals["ground_truth"], counts.totals["accepted"]) == (8, 0)
+    assert counts.hotspot.mitoses == 8
+    assert math.isclose(counts.per_2_mm2, 8 / counts.area_mm2 * 2)
+    write_counts_csv(tmp_path / "counts.csv", [counts])
+    assert sum(int(r["mitoses"]) for r in csv.DictReader((tmp_path / "counts.csv").open())) == 8
+    w, h = hpf_size_px(0.237, MPP)
+    store.add_hpf(slide_id, (0, 0, w, h))
+    drawn = count_slide(store, slide_id)
+    inside = sum(1 for x, y in truth if x < w and y < h)
+    assert drawn.totals["mitoses"] == inside and drawn.mitotic_score.count_per_10_hpf == pytest.approx(10 * inside)
+
+
+def test_reviews_beyond_the_radius_are_new_mitoses(store):
+    slide_id, truth = _ground_truth_with_reviews_on_top(store)
+    store.add_annotation(slide_id, box_at(truth[3][0] + 31, truth[3][1]), "mitotic figure")  # 7.75 µm: another cell
+    run = store.add_detection_run(slide_id, "m", {})
+    far = store.add_detections(run, np.array([box_at(15_000, 15_000)]), [0.9], ["mitotic figure"])
+    store.decide(int(far[0]), "accept")
+    counts = count_slide(store, slide_id)
+    assert (counts.totals["mitoses"], counts.totals["ground_truth"], counts.totals["accepted"]) == (10, 8, 2)
