@@ -110,6 +110,8 @@ class SlideCounts:
     hotspot: Hotspot | None
     mitotic_score: MitoticScore
     field_source: str = field(default="grid")
+    #: The operating threshold pending detections were taken from.
+    score_thr: float | None = None
 
     def as_json(self) -> dict:
         return {
@@ -117,7 +119,7 @@ class SlideCounts:
             "field_source": self.field_source, "area_mm2": self.area_mm2, "totals": self.totals,
             "per_10_hpf": self.per_10_hpf, "per_2_mm2": self.per_2_mm2,
             "hotspot": None if self.hotspot is None else asdict(self.hotspot),
-            "mitotic_score": asdict(self.mitotic_score),
+            "mitotic_score": asdict(self.mitotic_score), "score_thr": self.score_thr,
         }
 
 
@@ -317,7 +319,7 @@ def count_slide(
         per_10 = hotspot.mitoses * (10 * hpf_mm2) / hotspot.area_mm2 if hotspot.area_mm2 > 0 else 0.0
     return SlideCounts(
         slide.name, float(mpp), hpf_mm2, fields, totals, area, density * 10 * hpf_mm2, density * 2.0, hotspot,
-        mitotic_score(per_10, hpf_mm2), "drawn" if drawn else "grid",
+        mitotic_score(per_10, hpf_mm2), "drawn" if drawn else "grid", score_thr,
     )
 
 

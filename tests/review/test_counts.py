@@ -175,3 +175,31 @@ def test_reviews_beyond_the_radius_are_new_mitoses(store):
     store.decide(int(far[0]), "accept")
     counts = count_slide(store, slide_id)
     assert (counts.totals["mitoses"], counts.totals["ground_truth"], counts.totals["accepted"]) == (10, 8, 2)
+
+
+def _candidates(store, params):
+    """Four pending mitotic-figure candidates scoring 0.12, 0.3, 0.6 and 0.9, stored down to the dock's 0.10."""
+    slide_id = store.add_slide("p.tiff", MPP, 8_000, 8_000)
+    run = store.add_detection_run(slide_id, "m", params)
+    store.add_detections(run, np.array([box_at(500 + 500 * i, 500) for i in range(4)]), [0.12, 0.3, 0.6, 0.9],
+                         ["mitotic figure"] * 4)
+    return slide_id
+
+
+def test_pending_means_pending_at_the_operating_threshold(store, tmp_path):
+    slide_id = _candidates(store, {"score_thr": 0.1})  # what the dock records: the floor, not the operating point
+    counts = count_slide(store, slide_id, count_pending=True)
+    assert counts.score_thr == 0.5  # the detector's default when the run recorded no operating threshold
+    assert (counts.totals["pending"], counts.totals["mitoses"]) == (2, 2)  # was 4: every candidate down to 0.10
+    write_counts_csv(tmp_path / "counts.csv", [counts])
+    assert sum(int(r["pending"]) for r in csv.DictReader((tmp_path / "counts.csv").open())) == 2
+    given = count_slide(store, slide_id, count_pending=True, score_thr=0.25)
+    assert (given.totals["pending"], given.totals["mitoses"], given.score_thr) == (3, 3, 0.25)
+    assert count_slide(store, slide_id, score_thr=0.0).totals["pending"] == 4
+    with pytest.raises(ReviewStoreError, match="between 0 and 1"):
+        count_slide(store, slide_id, score_thr=1.5)
+
+
+def test_the_operating_threshold_a_run_recorded_is_used(store):
+    slide_id = _candidates(store, {"score_thr": 0.1, "operating_thr": 0.7})
+    assert count_slide(store, slide_id).totals["pending"] == 1
