@@ -159,7 +159,8 @@ def _counts(args: argparse.Namespace) -> int:
     for r in results:
         print(f"{r.slide}: {r.totals['mitoses']} mitoses in {len(r.fields)} {r.field_source} HPF ({r.area_mm2:.3f} mm²); "
               f"{r.per_10_hpf:.1f} per 10 HPF, {r.per_2_mm2:.1f} per 2 mm²; hotspot {r.hotspot.mitoses}; "
-              f"mitotic score {r.mitotic_score.score}; pending {r.totals['pending']} (score >= {r.score_thr:g}), "
+              f"mitotic score {r.mitotic_score.score}; pending {r.totals['pending']}"
+              f"{'' if r.score_thr is None else f' (score >= {r.score_thr:g})'}, "
               f"rejected {r.totals['rejected']}")
     if results:
         print(f"mitotic score thresholds: {results[0].mitotic_score.scaling}")

@@ -110,7 +110,7 @@ class SlideCounts:
     hotspot: Hotspot | None
     mitotic_score: MitoticScore
     field_source: str = field(default="grid")
-    #: The operating threshold pending detections were taken from.
+    #: The operating threshold pending detections were taken from (None: the slide has no candidates).
     score_thr: float | None = None
 
     def as_json(self) -> dict:
@@ -285,9 +285,12 @@ def count_slide(
     if not mpp:
         raise ReviewStoreError(f"slide {slide.name} has no pixel size (µm per pixel); record one, or pass --mpp to midog-viewer counts.")
     px_mm2 = (mpp / 1000.0) ** 2
-    score_thr = operating_threshold(store, slide_id) if score_thr is None else _check_threshold(score_thr)
     table = store.objects(slide_id)
-    categories = _categories(table, count_pending, score_thr, mpp)
+    if score_thr is not None:
+        score_thr = _check_threshold(score_thr)
+    elif np.any((table.kind == "detection") & (table.status == Status.PENDING.value)):
+        score_thr = operating_threshold(store, slide_id)  # looked up only where there are candidates
+    categories = _categories(table, count_pending, 0.0 if score_thr is None else score_thr, mpp)
     centres = table.centres
     drawn = store.hpf_regions(slide_id) if use_drawn else []
     if region is not None:

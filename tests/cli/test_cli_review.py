@@ -147,3 +147,13 @@ def test_counts_give_distinct_mitoses_and_pending_at_the_operating_threshold(cap
         main(["counts", "--db", str(tmp_path / "r.db"), "--score-thr", "1.5"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("midog-viewer: error: ") and err.count("\n") == 1
+
+
+def test_importing_the_same_labels_in_another_format_adds_none_and_says_so(shared_data, capsys, tmp_path):
+    db = tmp_path / "r.db"
+    assert run(capsys, "import", shared_data / "annotations/MIDOG.json", "--db", db)[0] == 0
+    code, before, _ = run(capsys, "counts", "--db", db, "--slide", "002.tiff", "--json")
+    code, out, err = run(capsys, "import", shared_data / "annotations/MIDOG.sqlite", "--db", db)
+    assert code == 0, err
+    assert "no new labels; skipped 4,435 already in the store" in out  # was: 1,721 mitoses added again
+    assert run(capsys, "counts", "--db", db, "--slide", "002.tiff", "--json")[1] == before
