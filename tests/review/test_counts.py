@@ -203,3 +203,23 @@ def test_pending_means_pending_at_the_operating_threshold(store, tmp_path):
 def test_the_operating_threshold_a_run_recorded_is_used(store):
     slide_id = _candidates(store, {"score_thr": 0.1, "operating_thr": 0.7})
     assert count_slide(store, slide_id).totals["pending"] == 1
+
+
+def test_a_marked_hpf_counts_only_its_area_inside_the_image(store):
+    px_mm2 = (MPP / 1000) ** 2
+    slide_id = store.add_slide("small.tiff", MPP, 1000, 800)
+    store.add_annotations(slide_id, np.array([box_at(100, 100), box_at(900, 700)]), ["mitotic figure"] * 2, "gt")
+    w, h = hpf_size_px(0.237, MPP)  # 2000 x 1500 px: larger than the image
+    store.add_hpf(slide_id, (-500, -300, w, h))
+    counts = count_slide(store, slide_id)
+    (hpf,) = counts.fields
+    assert (hpf.x, hpf.y, hpf.w, hpf.h) == (0, 0, 1000, 800)
+    assert math.isclose(hpf.area_mm2, 1000 * 800 * px_mm2)  # was the whole 0.237 mm²
+    assert math.isclose(counts.per_10_hpf, 2 / (1000 * 800 * px_mm2) * 2.37)
+    part = store.add_hpf(slide_id, (600, 400, 1000, 1000))  # partly outside: 400 x 400 px inside
+    store.delete_hpf(store.hpf_regions(slide_id)[0].id)
+    (hpf,) = count_slide(store, slide_id).fields
+    assert hpf.hpf_id == f"hpf{part}" and math.isclose(hpf.area_mm2, 400 * 400 * px_mm2) and hpf.mitoses == 1
+    # a region (the dock's current-HPF and view rows) partly outside is clipped too
+    in_view = count_slide(store, slide_id, region=(500, 400, 2000, 2000), use_drawn=False)
+    assert math.isclose(in_view.area_mm2, 500 * 400 * px_mm2) and in_view.totals["mitoses"] == 1
