@@ -15,9 +15,10 @@ once, where its first object is. Counted per field, for the "mitotic figure" cla
 with ``count_pending``): the count every figure below is computed from.
 
 The operating threshold is the one given, else the one the slide's latest detection run recorded
-(``operating_thr`` in its parameters), else the detector's default (:class:`~midog_viewer.detect.config.
-CascadeConfig` ``score_threshold``): candidates stored below it (the dock keeps them down to 0.10 for its
-slider) are neither pending nor counted.
+(``operating_thr`` in its parameters), else the one in the header of that run's model file (as the dock's
+slider starts), else the detector's default (:class:`~midog_viewer.detect.config.CascadeConfig`
+``score_threshold``): candidates stored below it (the dock keeps them down to 0.10 for its slider) are
+neither pending nor counted.
 
 Fields (drawn or grid) and the region count only their part inside the image, when its size is known.
 
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from midog_viewer.classes import MITOTIC_FIGURE
-from midog_viewer.errors import ReviewStoreError
+from midog_viewer.errors import ModelError, ReviewStoreError
 from midog_viewer.evaluate import merge_within_radius
 from midog_viewer.review.status import Status
 from midog_viewer.review.store import ObjectTable, ReviewStore, Slide
@@ -148,12 +149,19 @@ def hpf_size_px(hpf_mm2: float, mpp: float, aspect: float = HPF_ASPECT) -> tuple
 
 def operating_threshold(store: ReviewStore, slide_id: int) -> float:
     """The score from which a stored detection is a candidate: see the module docstring."""
-    for run in reversed(store.detection_runs(slide_id)):
+    runs = store.detection_runs(slide_id)
+    for run in reversed(runs):
         value = run["params"].get("operating_thr") if isinstance(run["params"], dict) else None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
             return float(value)
-    from midog_viewer.detect.config import CascadeConfig  # only when no run recorded one
+    from midog_viewer.detect.checkpoint import read_config  # only where there are candidates to count
+    from midog_viewer.detect.config import CascadeConfig
 
+    if runs:
+        try:
+            return float(read_config(runs[-1]["model"]).score_threshold)
+        except (ModelError, OSError):  # moved, unreadable, or an mmdet file (which records none)
+            pass
     return float(CascadeConfig.score_threshold)
 
 

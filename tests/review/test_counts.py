@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +224,21 @@ def test_a_marked_hpf_counts_only_its_area_inside_the_image(store):
     # a region (the dock's current-HPF and view rows) partly outside is clipped too
     in_view = count_slide(store, slide_id, region=(500, 400, 2000, 2000), use_drawn=False)
     assert math.isclose(in_view.area_mm2, 500 * 400 * px_mm2) and in_view.totals["mitoses"] == 1
+
+
+def test_without_a_recorded_threshold_the_run_models_own_is_used(tmp_path):
+    from midog_viewer.detect.engine import DEMO_MODEL_PATH
+
+    if not DEMO_MODEL_PATH.is_file():
+        pytest.skip("the demo model is not built")
+    (tmp_path / "garbage.safetensors").write_bytes(b"\xff" * 64)
+    expected = {str(DEMO_MODEL_PATH): 0.9,  # the demo model's operating point, where the dock's slider starts
+                str(tmp_path / "moved.safetensors"): 0.5, str(tmp_path / "garbage.safetensors"): 0.5}
+    for model, threshold in expected.items():
+        with ReviewStore(tmp_path / f"{threshold}-{Path(model).name}.db", reviewer="t") as store:
+            slide_id = store.add_slide("p.tiff", MPP, 8_000, 8_000)
+            run = store.add_detection_run(slide_id, model, {"score_thr": 0.1})
+            store.add_detections(run, np.array([box_at(500 + 500 * i, 500) for i in range(3)]), [0.3, 0.6, 0.95],
+                                 ["mitotic figure"] * 3)
+            counts = count_slide(store, slide_id)
+            assert counts.score_thr == threshold and counts.totals["pending"] == (1 if threshold == 0.9 else 2)
