@@ -180,7 +180,8 @@ def _not_stored(store: ReviewStore, slide: Slide, image: ImageAnnotations) -> np
         return new
     # centres in mm; without a pixel size, 0.5 px stands for the radius (only the very same label is dropped)
     to_mm = slide.mpp / 1000.0 if slide.mpp else RADIUS_MM / 0.5
-    centres = np.stack([(image.boxes[:, 0] + image.boxes[:, 2]) / 2, (image.boxes[:, 1] + image.boxes[:, 3]) / 2], axis=1)
+    boxes = image.boxes
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
     labels = np.asarray(image.labels, dtype=object)
     for label in set(image.labels):
         mine = labels == label
@@ -210,9 +211,11 @@ def _slide_for(store: ReviewStore, image: ImageAnnotations, images_dir: Path | N
 
 
 def summary_line(summary: ImportSummary) -> str:
-    """One human line: source, images, and labels per class."""
-    per_class = ", ".join(f"{n:,} {name}" for name, n in sorted(summary.classes.items())) or ("no new labels" if summary.skipped else "no labels")
-    skipped = f"; skipped {summary.skipped:,} already in the store (same slide, class and place)" if summary.skipped else ""
+    """One human line: source, images, labels added per class, labels skipped as already stored, warnings."""
+    none = "no new labels" if summary.skipped else "no labels"
+    per_class = ", ".join(f"{n:,} {name}" for name, n in sorted(summary.classes.items())) or none
+    skipped = (f"; skipped {summary.skipped:,} already in the store (same slide, class and place)"
+               if summary.skipped else "")
     warning = (f"; warning: {summary.outside:,} boxes lie wholly outside their image (first: {summary.first_outside})"
                if summary.outside else "")
     return (f"{summary.source} ({summary.format}): {summary.images} labelled images of {summary.slides}; "
