@@ -21,6 +21,7 @@ only scores submitted jobs, but grand-challenge gives every case a job, so compl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,59 @@ def score_detection(
             taken[nearest] = True
             true_positives += 1
     return DetectionScore(true_positives, len(gt) - true_positives, int((~taken).sum()))
+
+
+def _near(cells: dict[tuple[int, int], list[int]], points: np.ndarray, point: np.ndarray, radius_mm: float) -> int:
+    """Index of the nearest of ``points`` (indexed by grid cell) within ``radius_mm`` of ``point``, or -1."""
+    cx, cy = (int(v) for v in np.floor(point[:2] / radius_mm))
+    best, best_distance = -1, math.inf
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for j in cells.get((cx + dx, cy + dy), ()):
+                distance = math.sqrt(float(((points[j] - point) ** 2).sum()))
+                if distance <= radius_mm and distance < best_distance:
+                    best, best_distance = j, distance
+    return best
+
+
+def _check_radius(radius_mm: float) -> None:
+    if not (math.isfinite(radius_mm) and radius_mm > 0):
+        raise AnnotationFormatError(f"a hit radius must be a positive number of mm, not {radius_mm!r}.")
+
+
+def merge_within_radius(points_mm: Sequence[Sequence[float]], radius_mm: float = RADIUS_MM) -> np.ndarray:
+    """Which figure each point is: the index of the figure's first point (one cell seen several times).
+
+    Points are taken in order, as ``score_detection`` takes ground truth: a point within ``radius_mm``
+    (≤, as a hit) of an earlier figure's first point is that figure (the nearest), else it starts one. So
+    put the most trusted points first (ground truth, then reviewed ones): they name the figures.
+    """
+    _check_radius(radius_mm)
+    points = _as_points(points_mm, "points")
+    labels = np.arange(len(points))
+    cells: dict[tuple[int, int], list[int]] = {}
+    for i, point in enumerate(points):
+        nearest = _near(cells, points, point, radius_mm)
+        if nearest >= 0:
+            labels[i] = nearest
+        else:
+            cx, cy = (int(v) for v in np.floor(point[:2] / radius_mm))
+            cells.setdefault((cx, cy), []).append(i)
+    return labels
+
+
+def near_any(
+    points_mm: Sequence[Sequence[float]], reference_mm: Sequence[Sequence[float]], radius_mm: float = RADIUS_MM
+) -> np.ndarray:
+    """Bool per point: some reference point lies within ``radius_mm`` (≤, as a hit) of it."""
+    _check_radius(radius_mm)
+    points = _as_points(points_mm, "points")
+    reference = _as_points(reference_mm, "reference points")
+    cells: dict[tuple[int, int], list[int]] = {}
+    for j, point in enumerate(reference):
+        cx, cy = (int(v) for v in np.floor(point[:2] / radius_mm))
+        cells.setdefault((cx, cy), []).append(j)
+    return np.array([_near(cells, reference, point, radius_mm) >= 0 for point in points], dtype=bool)
 
 
 def precision_recall_f1(tp: int, fp: int, fn: int) -> dict[str, float]:

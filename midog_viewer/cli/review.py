@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from midog_viewer.cli import positive_number
@@ -50,7 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mpp", type=positive_number, help="µm per pixel for slides whose pixel size is unknown")
     p.add_argument("--window", choices=("10hpf", "2mm2"), default="10hpf", help="hotspot window (default 10 HPF)")
     p.add_argument("--grid", action="store_true", help="count on a grid even where HPFs were drawn")
-    p.add_argument("--include-pending", action="store_true", help="count unreviewed mitotic-figure detections too")
+    p.add_argument("--include-pending", action="store_true",
+                   help="count unreviewed mitotic-figure detections at or above the operating threshold too")
+    p.add_argument("--score-thr", type=_score, metavar="T",
+                   help="operating threshold for pending detections (default: the one the slide's detection run "
+                        "recorded, else the detector's 0.5)")
     p.add_argument("--csv", type=Path, help="write one row per HPF to this CSV")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=_counts)
@@ -67,6 +72,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pr-png", type=Path, help="draw the precision-recall curve to this PNG")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_evaluate)
+
+
+def _score(text: str) -> float:
+    """argparse type: a score threshold in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}")
+    return value
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -132,7 +148,7 @@ def _counts(args: argparse.Namespace) -> int:
             slides = store.slides()
         results = [
             count_slide(store, slide.id, hpf_mm2=args.hpf_mm2, use_drawn=not args.grid, count_pending=args.include_pending,
-                        window=args.window, mpp=args.mpp if not slide.mpp else None)
+                        window=args.window, mpp=args.mpp if not slide.mpp else None, score_thr=args.score_thr)
             for slide in slides
         ]
     if args.csv:
@@ -143,7 +159,9 @@ def _counts(args: argparse.Namespace) -> int:
     for r in results:
         print(f"{r.slide}: {r.totals['mitoses']} mitoses in {len(r.fields)} {r.field_source} HPF ({r.area_mm2:.3f} mm²); "
               f"{r.per_10_hpf:.1f} per 10 HPF, {r.per_2_mm2:.1f} per 2 mm²; hotspot {r.hotspot.mitoses}; "
-              f"mitotic score {r.mitotic_score.score}; pending {r.totals['pending']}, rejected {r.totals['rejected']}")
+              f"mitotic score {r.mitotic_score.score}; pending {r.totals['pending']}"
+              f"{'' if r.score_thr is None else f' (score >= {r.score_thr:g})'}, "
+              f"rejected {r.totals['rejected']}")
     if results:
         print(f"mitotic score thresholds: {results[0].mitotic_score.scaling}")
     return 0

@@ -106,7 +106,32 @@ def load_weights(model: CascadeRCNN, state_dict: dict[str, torch.Tensor], source
 
 def _load_safetensors(path: Path) -> tuple[CascadeRCNN, ModelInfo]:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import load_file
+
+    cfg, provenance, shapes = _read_header(path)
+    check_fits(cfg, shapes, str(path))  # before a byte of the model or its weights is allocated
+    try:
+        state_dict = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path} as safetensors: {exc}.") from exc
+    model = build_cascade_rcnn(cfg)
+    load_weights(model, state_dict, str(path))
+    return model.eval(), ModelInfo(path=path, format="midog-safetensors", config=cfg, provenance=provenance)
+
+
+def read_config(path: str | Path) -> CascadeConfig:
+    """The configuration of one of our ``.safetensors`` checkpoints, from its header alone (no weights
+    read): e.g. its operating threshold, for counting what a recorded detection run found."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist.")
+    return _read_header(path)[0]
+
+
+def _read_header(path: Path) -> tuple[CascadeConfig, dict[str, Any], dict[str, tuple[int, ...]]]:
+    """Configuration, provenance and tensor shapes from a checkpoint's header, refusing oversized headers."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
 
     with path.open("rb") as handle:
         head = handle.read(8)
@@ -128,14 +153,7 @@ def _load_safetensors(path: Path) -> tuple[CascadeRCNN, ModelInfo]:
         provenance = json.loads(metadata.get("provenance", "{}"))
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path} has malformed provenance JSON: {exc}.") from exc
-    check_fits(cfg, shapes, str(path))  # before a byte of the model or its weights is allocated
-    try:
-        state_dict = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path} as safetensors: {exc}.") from exc
-    model = build_cascade_rcnn(cfg)
-    load_weights(model, state_dict, str(path))
-    return model.eval(), ModelInfo(path=path, format="midog-safetensors", config=cfg, provenance=provenance)
+    return cfg, provenance, shapes
 
 
 def _load_mmdet(path: Path, config_path: str | Path | None) -> tuple[CascadeRCNN, ModelInfo]:

@@ -5,7 +5,10 @@ naming the line or field), then slides and annotations go in as one transaction.
 slides by file name: with ``images_dir`` the file there is registered with its own size and pixel
 size; without it an existing slide of that name is used, or a slide is registered by name alone with
 the pixel size the annotation file implies (MIDOG 2021 images) or none. Imported annotations are ground
-truth with the annotation file's name as their source; importing the same file name twice is refused.
+truth with the annotation file's name as their source; importing the same file name twice is refused, and
+labels already in the store (an annotation of the same slide and class whose centre lies within the MIDOG
+hit radius, 7.5 µm; 0.5 px where the slide has no pixel size) are skipped and counted: the same labels
+imported from another format (MIDOG.json, then MIDOG.sqlite) add nothing.
 
 Hostile or damaged files: image names are file names inside ``images_dir`` (absolute names and ``..``
 are refused; without ``images_dir`` no file is looked for at all), coordinates beyond any slide (e.g.
@@ -22,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from midog_viewer.errors import AnnotationFormatError, ReviewStoreError
+from midog_viewer.evaluate import RADIUS_MM, near_any
 from midog_viewer.formats import csv_table, geojson, midog_coco, sliderunner
 from midog_viewer.formats.records import ImageAnnotations, check_coordinates, check_image_name, outside_image
-from midog_viewer.review.store import ReviewStore
+from midog_viewer.review.store import ReviewStore, Slide
 
 #: Readable formats: "midog" is MIDOG's COCO-like JSON (bbox xyxy), "coco" standard COCO (bbox xywh).
 IMPORT_FORMATS = ("midog", "coco", "sliderunner", "geojson", "csv")
@@ -42,10 +46,13 @@ class ImportSummary:
     #: Boxes wholly outside their image's known size, and the first of them ("name [x1, y1, x2, y2]").
     outside: int = 0
     first_outside: str = ""
+    #: Labels left out because the store already holds them (same slide, class, centre within 7.5 µm).
+    skipped: int = 0
 
     def as_json(self) -> dict:
         return {"images": self.images, "classes": self.classes, "slides": self.slides,
-                "format": self.format, "source": self.source, "outside_image": self.outside}
+                "format": self.format, "source": self.source, "outside_image": self.outside,
+                "skipped_already_stored": self.skipped}
 
 
 def detect_format(path: str | Path) -> str:
@@ -149,15 +156,39 @@ def import_file(
             slide_id = _slide_for(store, image, images_dir)
             if len(image):
                 slide = store.slide(slide_id)
-                outside = np.flatnonzero(outside_image(image.boxes, slide.width, slide.height))
+                new = _not_stored(store, slide, image)
+                summary.skipped += int((~new).sum())
+                boxes, labels = image.boxes[new], [label for label, keep in zip(image.labels, new) if keep]
+                outside = np.flatnonzero(outside_image(boxes, slide.width, slide.height))
                 if outside.size and not summary.outside:
-                    box = ", ".join(f"{v:g}" for v in image.boxes[outside[0]])
+                    box = ", ".join(f"{v:g}" for v in boxes[outside[0]])
                     summary.first_outside = f"{image.name} [{box}] in {slide.width} x {slide.height} px"
                 summary.outside += int(outside.size)
-                store.add_annotations(slide_id, image.boxes, image.labels, source)
-                classes.update(image.labels)
+                if labels:
+                    store.add_annotations(slide_id, boxes, labels, source)
+                classes.update(labels)
     summary.classes = dict(classes)
     return summary
+
+
+def _not_stored(store: ReviewStore, slide: Slide, image: ImageAnnotations) -> np.ndarray:
+    """Bool per label: no annotation of the slide with its class has its centre within the MIDOG radius."""
+    stored = store.objects(slide.id)
+    stored = stored.select(stored.kind == "annotation")
+    new = np.ones(len(image), dtype=bool)
+    if not len(stored):
+        return new
+    # centres in mm; without a pixel size, 0.5 px stands for the radius (only the very same label is dropped)
+    to_mm = slide.mpp / 1000.0 if slide.mpp else RADIUS_MM / 0.5
+    boxes = image.boxes
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    labels = np.asarray(image.labels, dtype=object)
+    for label in set(image.labels):
+        mine = labels == label
+        theirs = stored.label == label
+        if theirs.any():
+            new[mine] = ~near_any(centres[mine] * to_mm, stored.centres[theirs] * to_mm)
+    return new
 
 
 def _slide_for(store: ReviewStore, image: ImageAnnotations, images_dir: Path | None) -> int:
@@ -180,9 +211,13 @@ def _slide_for(store: ReviewStore, image: ImageAnnotations, images_dir: Path | N
 
 
 def summary_line(summary: ImportSummary) -> str:
-    """One human line: source, images, and labels per class."""
-    per_class = ", ".join(f"{n:,} {name}" for name, n in sorted(summary.classes.items())) or "no labels"
+    """One human line: source, images, labels added per class, labels skipped as already stored, warnings."""
+    none = "no new labels" if summary.skipped else "no labels"
+    per_class = ", ".join(f"{n:,} {name}" for name, n in sorted(summary.classes.items())) or none
+    skipped = (f"; skipped {summary.skipped:,} already in the store (same slide, class and place)"
+               if summary.skipped else "")
     warning = (f"; warning: {summary.outside:,} boxes lie wholly outside their image (first: {summary.first_outside})"
                if summary.outside else "")
-    return f"{summary.source} ({summary.format}): {summary.images} labelled images of {summary.slides}; {per_class}{warning}"
+    return (f"{summary.source} ({summary.format}): {summary.images} labelled images of {summary.slides}; "
+            f"{per_class}{skipped}{warning}")
 

@@ -5,10 +5,22 @@ HPF rectangles a reviewer drew (stored in the review database) or, when there ar
 HPF-sized rectangles (4:3, like a camera field) over a region (default: the whole slide; fields cut by
 its edge keep their true, smaller area). An object is in a field when its box centre is.
 
-Counted per field, for the "mitotic figure" class: ``accepted`` (accepted detections and mitoses added by
-hand), ``ground_truth`` (imported labels), ``pending`` (detections not reviewed yet) and ``rejected``
-(detections rejected, or relabelled to another class). ``mitoses`` = accepted + ground truth (plus
-pending with ``count_pending``): the confirmed count every figure below is computed from.
+A mitotic figure is one cell: ground truth, accepted detections and mitoses added by hand whose centres
+lie within the MIDOG hit radius (7.5 µm) of each other are one figure (:func:`~midog_viewer.evaluate.
+merge_within_radius`, ground truth first, then reviewed objects, then pending detections by score), counted
+once, where its first object is. Counted per field, for the "mitotic figure" class: ``ground_truth``
+(figures in the imported labels), ``accepted`` (figures confirmed by review that the ground truth lacks),
+``pending`` (figures only unreviewed detections at or above the operating threshold show) and ``rejected``
+(detections rejected, or relabelled to another class). ``mitoses`` = accepted + ground truth (plus pending
+with ``count_pending``): the count every figure below is computed from.
+
+The operating threshold is the one given, else the one the slide's latest detection run recorded
+(``operating_thr`` in its parameters), else the one in the header of that run's model file (as the dock's
+slider starts), else the detector's default (:class:`~midog_viewer.detect.config.CascadeConfig`
+``score_threshold``): candidates stored below it (the dock keeps them down to 0.10 for its slider) are
+neither pending nor counted.
+
+Fields (drawn or grid) and the region count only their part inside the image, when its size is known.
 
 The hotspot is the window of 10 HPF (or of 2 mm²) with the most mitoses, searched over the region in
 steps of an eighth of the window. The Nottingham mitotic score uses Elston & Ellis' thresholds (1991,
@@ -26,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from midog_viewer.classes import MITOTIC_FIGURE
-from midog_viewer.errors import ReviewStoreError
+from midog_viewer.errors import ModelError, ReviewStoreError
+from midog_viewer.evaluate import merge_within_radius
 from midog_viewer.review.status import Status
 from midog_viewer.review.store import ObjectTable, ReviewStore, Slide
 
@@ -98,6 +111,8 @@ class SlideCounts:
     hotspot: Hotspot | None
     mitotic_score: MitoticScore
     field_source: str = field(default="grid")
+    #: The operating threshold pending detections were taken from (None: the slide has no candidates).
+    score_thr: float | None = None
 
     def as_json(self) -> dict:
         return {
@@ -105,7 +120,7 @@ class SlideCounts:
             "field_source": self.field_source, "area_mm2": self.area_mm2, "totals": self.totals,
             "per_10_hpf": self.per_10_hpf, "per_2_mm2": self.per_2_mm2,
             "hotspot": None if self.hotspot is None else asdict(self.hotspot),
-            "mitotic_score": asdict(self.mitotic_score),
+            "mitotic_score": asdict(self.mitotic_score), "score_thr": self.score_thr,
         }
 
 
@@ -132,17 +147,60 @@ def hpf_size_px(hpf_mm2: float, mpp: float, aspect: float = HPF_ASPECT) -> tuple
     return aspect * height_mm * 1000.0 / mpp, height_mm * 1000.0 / mpp
 
 
-def _categories(table: ObjectTable, count_pending: bool) -> dict[str, np.ndarray]:
+def operating_threshold(store: ReviewStore, slide_id: int) -> float:
+    """The score from which a stored detection is a candidate: see the module docstring."""
+    runs = store.detection_runs(slide_id)
+    for run in reversed(runs):
+        value = run["params"].get("operating_thr") if isinstance(run["params"], dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+            return float(value)
+    from midog_viewer.detect.checkpoint import read_config  # only where there are candidates to count
+    from midog_viewer.detect.config import CascadeConfig
+
+    if runs:
+        try:
+            return float(read_config(runs[-1]["model"]).score_threshold)
+        except (ModelError, OSError):  # moved, unreadable, or an mmdet file (which records none)
+            pass
+    return float(CascadeConfig.score_threshold)
+
+
+def _check_threshold(score_thr: float) -> float:
+    if not (isinstance(score_thr, (int, float)) and 0.0 <= score_thr <= 1.0):
+        raise ReviewStoreError(f"a score threshold lies between 0 and 1, not {score_thr!r}.")
+    return float(score_thr)
+
+
+def _categories(table: ObjectTable, count_pending: bool, score_thr: float, mpp: float) -> dict[str, np.ndarray]:
+    """Per-row masks; ground truth, accepted and pending are the rows that name a distinct figure."""
     mitotic = table.label == MITOTIC_FIGURE
     detection = table.kind == "detection"
     accepted = mitotic & (table.status == Status.ACCEPTED.value)
     ground_truth = mitotic & (table.status == Status.GROUND_TRUTH.value)
-    pending = mitotic & detection & (table.status == Status.PENDING.value)
+    score = np.nan_to_num(table.score, nan=1.0)  # as the dock: a candidate without a score is shown
+    pending = mitotic & detection & (table.status == Status.PENDING.value) & (score >= score_thr)
     rejected = detection & (
         (mitotic & (table.status == Status.REJECTED.value)) | (table.status == Status.RELABELLED.value)
     )
+    candidates = np.flatnonzero(pending)
+    order = np.concatenate([np.flatnonzero(ground_truth), np.flatnonzero(accepted),
+                            candidates[np.argsort(-score[candidates], kind="stable")]])
+    labels = merge_within_radius(table.centres[order] * (mpp / 1000.0))
+    first = np.zeros(len(table), dtype=bool)
+    first[order[labels == np.arange(len(order))]] = True
+    accepted, ground_truth, pending = accepted & first, ground_truth & first, pending & first
     mitoses = accepted | ground_truth | (pending if count_pending else False)
     return {"accepted": accepted, "ground_truth": ground_truth, "pending": pending, "rejected": rejected, "mitoses": mitoses}
+
+
+def _clip(rect: tuple[float, float, float, float], slide: Slide) -> tuple[float, float, float, float]:
+    """The part of an x, y, w, h rectangle inside the image (all of it when the image size is unknown)."""
+    x, y, w, h = rect
+    if not (slide.width and slide.height):
+        return float(x), float(y), float(w), float(h)
+    x0, y0 = min(max(x, 0.0), slide.width), min(max(y, 0.0), slide.height)
+    x1, y1 = min(max(x + w, 0.0), slide.width), min(max(y + h, 0.0), slide.height)
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
 def _default_region(slide: Slide, table: ObjectTable) -> tuple[float, float, float, float]:
@@ -220,8 +278,12 @@ def count_slide(
     count_pending: bool = False,
     window: str = "10hpf",
     mpp: float | None = None,
+    score_thr: float | None = None,
 ) -> SlideCounts:
-    """Count one slide's mitoses per HPF (drawn fields, or a grid over ``region``), with hotspot and score."""
+    """Count one slide's mitoses per HPF (drawn fields, or a grid over ``region``), with hotspot and score.
+
+    ``score_thr``: the operating threshold for pending detections (None: the recorded or default one).
+    """
     if not hpf_mm2 > 0:
         raise ReviewStoreError(f"an HPF area must be positive, not {hpf_mm2!r} mm².")
     if window not in WINDOWS:
@@ -232,11 +294,20 @@ def count_slide(
         raise ReviewStoreError(f"slide {slide.name} has no pixel size (µm per pixel); record one, or pass --mpp to midog-viewer counts.")
     px_mm2 = (mpp / 1000.0) ** 2
     table = store.objects(slide_id)
-    categories = _categories(table, count_pending)
+    if score_thr is not None:
+        score_thr = _check_threshold(score_thr)
+    elif np.any((table.kind == "detection") & (table.status == Status.PENDING.value)):
+        score_thr = operating_threshold(store, slide_id)  # looked up only where there are candidates
+    categories = _categories(table, count_pending, 0.0 if score_thr is None else score_thr, mpp)
     centres = table.centres
     drawn = store.hpf_regions(slide_id) if use_drawn else []
+    if region is not None:
+        region = _clip(region, slide)
     if drawn:
-        fields = [FieldCount(slide.name, f"hpf{r.id}", "drawn", r.x, r.y, r.w, r.h, r.w * r.h * px_mm2) for r in drawn]
+        fields = []
+        for r in drawn:
+            x, y, w, h = _clip((r.x, r.y, r.w, r.h), slide)
+            fields.append(FieldCount(slide.name, f"hpf{r.id}", "drawn", x, y, w, h, w * h * px_mm2))
         for f in fields:
             inside = (centres[:, 0] >= f.x) & (centres[:, 0] < f.x + f.w) & (centres[:, 1] >= f.y) & (centres[:, 1] < f.y + f.h)
             for name, mask in categories.items():
@@ -259,7 +330,7 @@ def count_slide(
         per_10 = hotspot.mitoses * (10 * hpf_mm2) / hotspot.area_mm2 if hotspot.area_mm2 > 0 else 0.0
     return SlideCounts(
         slide.name, float(mpp), hpf_mm2, fields, totals, area, density * 10 * hpf_mm2, density * 2.0, hotspot,
-        mitotic_score(per_10, hpf_mm2), "drawn" if drawn else "grid",
+        mitotic_score(per_10, hpf_mm2), "drawn" if drawn else "grid", score_thr,
     )
 
 

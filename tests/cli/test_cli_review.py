@@ -110,3 +110,50 @@ def test_a_failed_import_into_a_new_database_leaves_none_and_an_old_one_unchange
     assert code == 2
     with ReviewStore(tmp_path / "old.db") as store:
         assert [slide.name for slide in store.slides()] == ["a.tiff"] and store.integrity_check() == "ok"
+
+
+def _review_db(path):
+    """One slide: 8 imported mitoses, 2 detections accepted on two of them, 4 candidates (0.12-0.9) pending."""
+    import numpy as np
+
+    def box(x, y):
+        return [x - 25, y - 25, x + 25, y + 25]
+
+    with ReviewStore(path, reviewer="t") as store:
+        slide = store.add_slide("s.tiff", 0.25, 20_000, 20_000)
+        truth = [(1000 + 700 * i, 1000 + 300 * i) for i in range(8)]
+        store.add_annotations(slide, np.array([box(*c) for c in truth]), ["mitotic figure"] * 8, "MIDOG.json")
+        run_id = store.add_detection_run(slide, "m", {"score_thr": 0.1})
+        on_truth = store.add_detections(run_id, np.array([box(x + 8, y) for x, y in truth[:2]]), [0.9, 0.9],
+                                        ["mitotic figure"] * 2)
+        for object_id in on_truth:
+            store.decide(int(object_id), "accept")
+        store.add_detections(run_id, np.array([box(15_000 + 500 * i, 15_000) for i in range(4)]),
+                             [0.12, 0.3, 0.6, 0.9], ["mitotic figure"] * 4)
+
+
+def test_counts_give_distinct_mitoses_and_pending_at_the_operating_threshold(capsys, tmp_path):
+    _review_db(tmp_path / "r.db")
+    code, out, err = run(capsys, "counts", "--db", tmp_path / "r.db", "--json", "--csv", tmp_path / "c.csv")
+    assert code == 0, err
+    totals = json.loads(out)["slides"][0]["totals"]
+    assert (totals["mitoses"], totals["ground_truth"], totals["accepted"], totals["pending"]) == (8, 8, 0, 2)
+    assert sum(int(r["pending"]) for r in csv.DictReader((tmp_path / "c.csv").open())) == 2
+    code, out, _ = run(capsys, "counts", "--db", tmp_path / "r.db", "--include-pending")
+    assert code == 0 and "s.tiff: 10 mitoses" in out and "pending 2 (score >= 0.5)" in out  # was 12: down to 0.10
+    code, out, _ = run(capsys, "counts", "--db", tmp_path / "r.db", "--include-pending", "--score-thr", "0.25", "--json")
+    assert code == 0 and json.loads(out)["slides"][0]["totals"]["mitoses"] == 11
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses it
+        main(["counts", "--db", str(tmp_path / "r.db"), "--score-thr", "1.5"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("midog-viewer: error: ") and err.count("\n") == 1
+
+
+def test_importing_the_same_labels_in_another_format_adds_none_and_says_so(shared_data, capsys, tmp_path):
+    db = tmp_path / "r.db"
+    assert run(capsys, "import", shared_data / "annotations/MIDOG.json", "--db", db)[0] == 0
+    code, before, _ = run(capsys, "counts", "--db", db, "--slide", "002.tiff", "--json")
+    code, out, err = run(capsys, "import", shared_data / "annotations/MIDOG.sqlite", "--db", db)
+    assert code == 0, err
+    assert "no new labels; skipped 4,435 already in the store" in out  # was: 1,721 mitoses added again
+    assert run(capsys, "counts", "--db", db, "--slide", "002.tiff", "--json")[1] == before

@@ -127,3 +127,40 @@ def test_format_detection(tmp_path):
     (tmp_path / "d.xml").write_text("<x/>")
     with pytest.raises(AnnotationFormatError, match="suffix"):
         detect_format(tmp_path / "d.xml")
+
+
+def test_the_same_labels_from_another_format_add_nothing(annotations, tmp_path):
+    from midog_viewer.formats.importing import summary_line
+    from midog_viewer.review.counts import count_slide
+
+    with ReviewStore(tmp_path / "r.db") as store:
+        first = import_file(store, annotations / "MIDOG.json")
+        assert first.skipped == 0
+        before = boxes_by_image(store)
+        score_before = count_slide(store, store.find_slide("002.tiff").id).as_json()
+        second = import_file(store, annotations / "MIDOG.sqlite")
+        assert second.classes == {} and second.skipped == 1721 + 2714  # was: every label again
+        assert boxes_by_image(store) == before
+        assert count_slide(store, store.find_slide("002.tiff").id).as_json() == score_before
+        line = summary_line(second)
+        assert "no new labels" in line and "skipped 4,435 already in the store" in line
+        assert second.as_json()["skipped_already_stored"] == 4435
+
+
+def test_a_label_near_a_stored_one_of_another_class_or_beyond_the_radius_is_added(tmp_path):
+    images = [{"id": 1, "file_name": "a.tiff", "width": 4000, "height": 4000}]
+    categories = [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "hard negative"}]
+
+    def write(name, boxes):
+        annotations = [{"id": i, "image_id": 1, "bbox": b, "category_id": c} for i, (b, c) in enumerate(boxes, 1)]
+        (tmp_path / name).write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+        return tmp_path / name
+
+    with ReviewStore(tmp_path / "r.db") as store:
+        store.add_slide("a.tiff", 0.25, 4000, 4000)
+        import_file(store, write("one.json", [([100, 100, 150, 150], 1)]))
+        # 7 µm (28 px) away, same class: skipped; same place, other class: added; 8 µm (32 px) away: added
+        summary = import_file(store, write("two.json", [([128, 100, 178, 150], 1), ([100, 100, 150, 150], 2),
+                                                        ([100, 132, 150, 182], 1)]))
+        assert summary.skipped == 1 and summary.classes == {"mitotic figure": 1, "hard negative": 1}
+        assert len(store.objects(store.find_slide("a.tiff").id)) == 3
