@@ -521,6 +521,7 @@ class ReviewWidget(QWidget):
         zoom = zoom_for(self.slide) if zoom_for is not None else 1.0
         self._run_id = self.session.start_run(
             self.model_label, {"region": list(map(int, region)), "score_thr": DETECTION_FLOOR,
+                               "operating_thr": self.score_threshold,
                                "stain_normalize": getattr(self.detector, "stain_normalize", None),
                                "resample_zoom": zoom},
         )

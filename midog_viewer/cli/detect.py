@@ -90,9 +90,7 @@ def handle_detect(args: argparse.Namespace) -> int:
         mmdet_config=args.config,
         resample=not args.no_resample,
     )
-    if detector.tissue.synthetic and not is_synthetic_image(args.slide):
-        print(f"warning: {detector.tissue.name} learnt {detector.tissue.tissue}; on real tissue its boxes are not "
-              "mitoses", file=sys.stderr)
+    open_slide(args.slide).close()  # an unreadable slide is refused before the model loads
     with open_slide(args.slide) as slide:
         zoom = detector.zoom_for(slide)
         if zoom != 1.0:
@@ -129,6 +127,9 @@ def handle_detect(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(records)
+    if detector.tissue.synthetic and not is_synthetic_image(args.slide):
+        print(f"warning: {detector.tissue.name} learnt {detector.tissue.tissue}; on real tissue its boxes are not "
+              "mitoses", file=sys.stderr)
     counts = {name: result.label_names().count(name) for name in detector.class_names}
     summary = ", ".join(f"{n} {name}" for name, n in counts.items())
     print(f"{len(result)} detections ({summary}) on {detector.device_name} written to {out}")

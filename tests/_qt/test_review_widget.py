@@ -250,7 +250,7 @@ def test_use_this_model_in_the_training_panel_makes_it_the_review_model(review, 
         panel.use_model()
     assert ready.args == [str(run / "best.safetensors")]
     assert Path(widget.detector.info.path) == run / "best.safetensors"
-    assert widget.model_name.text() == "Model: best.safetensors"
+    assert widget.model_name.text().splitlines()[0] == "Model: best.safetensors"
     assert widget.score_threshold == 0.35  # the slider starts at the new model's operating point
 
 
