@@ -20,6 +20,8 @@ from napari.layers import Image, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
+    QAbstractButton,
+    QAbstractSlider,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -130,6 +132,10 @@ def _surfacing_errors(batches):
         raise DetectionFailed(str(exc)) from exc
 
 
+#: What a key or button says when no slide is open.
+NO_SLIDE = "Open a slide or the synthetic sample first (File ▸ Open, or File ▸ Open Sample ▸ midog-viewer)."
+
+
 class ReviewWidget(QWidget):
     """Dock widget of the review workflow (contributed to napari as "Mitosis review").
 
@@ -158,6 +164,7 @@ class ReviewWidget(QWidget):
         self._counts_stale = False
         self._reader_store: ReviewStore | None = None
         self._build_ui()
+        self._keep_keys_on_the_canvas()
         self.setAcceptDrops(True)
 
         self._settle = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_view_settled)
@@ -264,6 +271,16 @@ class ReviewWidget(QWidget):
         self.counts_panel.hpf_area_changed.connect(lambda _: self._on_hpf_area())
         layout.addWidget(self.counts_panel)
         layout.addStretch(1)
+
+    def _keep_keys_on_the_canvas(self) -> None:
+        """No dock control takes keyboard focus: Space, A, R, H… always reach the canvas, whatever was clicked
+        (a focused button would be pressed again by every Space)."""
+        for control in self.findChildren(QAbstractButton) + self.findChildren(QAbstractSlider) + self.findChildren(QComboBox):
+            control.setFocusPolicy(Qt.NoFocus)
+
+    def _say(self, text: str) -> None:
+        """Why a key or button could not act, in the status line."""
+        self.status.setText(text)
 
     def _bind_keys(self, target) -> None:
         """Review keys on the viewer and on our layers (a layer's own keys would win when it is active)."""
@@ -495,14 +512,17 @@ class ReviewWidget(QWidget):
         """Analyse the part of the view not yet analysed by this model."""
         region = self.visible_region()
         if region is None:
+            show_info(NO_SLIDE)
             return
         self.detect_region(self.done_regions.missing(self._model_key(), region, (self.slide.width, self.slide.height)),
                            wait=wait)
 
     def detect_whole(self, wait: bool = False) -> None:
         """Analyse the whole image (with progress; Cancel or Esc stops it)."""
-        if self.slide is not None:
-            self.detect_region((0, 0, self.slide.width, self.slide.height), wait=wait)
+        if self.slide is None:
+            show_info(NO_SLIDE)
+            return
+        self.detect_region((0, 0, self.slide.width, self.slide.height), wait=wait)
 
     @_reports_errors
     def detect_region(self, region: tuple[int, int, int, int] | None, wait: bool = False) -> None:
@@ -634,7 +654,11 @@ class ReviewWidget(QWidget):
     @_reports_errors
     def decide(self, action: str) -> None:
         """Accept, reject or mark as hard negative the selected object (stored before this returns)."""
-        if self.session is None or self.selected is None:
+        if self.session is None:
+            self._say(NO_SLIDE)
+            return
+        if self.selected is None:
+            self._say(f"Nothing selected to {action}: click a box, or press Space for the next pending detection.")
             return
         changed = self.session.decide(self.selected, action)
         self._recolour(changed)
@@ -642,23 +666,32 @@ class ReviewWidget(QWidget):
 
     @_reports_errors
     def undo(self) -> None:
-        if self.session is not None:
-            changed = self.session.undo()
-            if changed:
-                self._recolour(changed)
-                self.select(changed[0])
+        if self.session is None:
+            self._say(NO_SLIDE)
+            return
+        changed = self.session.undo()
+        if not changed:
+            self._say("Nothing of yours to undo on this slide.")
+            return
+        self._recolour(changed)
+        self.select(changed[0])
 
     @_reports_errors
     def redo(self) -> None:
-        if self.session is not None:
-            changed = self.session.redo()
-            if changed:
-                self._recolour(changed)
-                self.select(changed[0])
+        if self.session is None:
+            self._say(NO_SLIDE)
+            return
+        changed = self.session.redo()
+        if not changed:
+            self._say("Nothing of yours to redo on this slide.")
+            return
+        self._recolour(changed)
+        self.select(changed[0])
 
     def step(self, forward: bool = True) -> None:
         """Select the next (or previous) pending mitotic-figure prediction and bring it on screen."""
         if self.session is None:
+            self._say(NO_SLIDE)
             return
         t = self.session.table
         candidates = (
@@ -840,6 +873,9 @@ class ReviewWidget(QWidget):
     @_reports_errors
     def mark_current_hpf(self) -> None:
         """Store the HPF centred on the view as a counted field (the whole-image counts then use marked fields)."""
+        if self.session is None:
+            show_info(NO_SLIDE)
+            return
         hpf = self.current_hpf()
         if hpf is None:
             show_error("The slide has no pixel size, so an HPF has no size in pixels.")

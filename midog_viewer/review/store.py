@@ -500,10 +500,18 @@ class ReviewStore:
     # -- HPF regions ----------------------------------------------------------------------------
 
     def add_hpf(self, slide_id: int, region: Sequence[float]) -> int:
-        """Store a user-drawn high-power field (x, y, w, h in level-0 pixels); return its id."""
+        """Store a user-drawn high-power field (x, y, w, h in level-0 pixels); return its id (an identical
+        field already stored is not stored again: its id is returned)."""
         x, y, w, h = check_region(region)
         self.slide(slide_id)
         with self._transaction() as db:
+            same = db.execute(  # the same field marked twice is one field, counted once
+                "SELECT id FROM hpf_regions WHERE slide_id = ? AND abs(x - ?) < 0.5 AND abs(y - ?) < 0.5"
+                " AND abs(w - ?) < 0.5 AND abs(h - ?) < 0.5",
+                (slide_id, x, y, w, h),
+            ).fetchone()
+            if same is not None:
+                return int(same[0])
             cursor = db.execute(
                 "INSERT INTO hpf_regions(slide_id, x, y, w, h, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (slide_id, x, y, w, h, _now(), self.reviewer),

@@ -366,3 +366,43 @@ def test_export_buttons_refuse_the_review_database_itself(review, tmp_path, monk
     assert len(shown) == len(targets) and all("review database" in m and "\n" not in m for m in shown)
     assert [p.read_bytes() for p in files] == before
     assert widget.session.store.integrity_check() == "ok"
+
+
+def test_space_after_clicking_a_dock_button_steps_instead_of_pressing_it_again(review, qtbot):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    button = widget.counts_panel.mark_hpf
+    QTest.mouseClick(button, Qt.LeftButton)  # a real click: the button must not keep the keyboard
+    assert len(widget.session.store.hpf_regions(widget.session.slide_id)) == 1
+    assert button.focusPolicy() == Qt.NoFocus
+    _press(viewer, Qt.Key_Space)
+    _press(viewer, Qt.Key_Space)
+    assert len(widget.session.store.hpf_regions(widget.session.slide_id)) == 1
+    assert widget.selected is not None  # Space stepped to a pending detection
+    widget.mark_current_hpf()  # the field now in view (stepping moved the camera) ...
+    widget.mark_current_hpf()  # ... marked twice is stored once
+    assert len(widget.session.store.hpf_regions(widget.session.slide_id)) == 2
+
+
+def test_keys_that_cannot_act_say_why(review):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    widget.select(None)
+    before = [s for s in widget.session.table.status]
+    _press(viewer, Qt.Key_A)
+    assert "Nothing selected" in widget.status.text()
+    assert list(widget.session.table.status) == before
+    _press(viewer, Qt.Key_Z, Qt.ControlModifier)
+    assert "Nothing of yours to undo" in widget.status.text()
+
+
+def test_buttons_without_an_image_say_what_to_do(make_napari_viewer, review_store, stand_in, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
+    qtbot.addWidget(widget)
+    shown = []
+    monkeypatch.setattr("midog_viewer._qt.review_widget.show_info", shown.append)
+    widget.detect_whole()
+    widget.detect_visible()
+    widget.mark_current_hpf()
+    assert len(shown) == 3 and all("Open a slide" in text for text in shown)
