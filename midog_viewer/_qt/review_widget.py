@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -260,6 +261,18 @@ class ReviewWidget(QWidget):
         review_layout.addWidget(keys)
         self.selection_label = QLabel("Nothing selected.")
         review_layout.addWidget(self.selection_label)
+        self.review_progress = QLabel("")
+        review_layout.addWidget(self.review_progress)
+        reviewer_row = QHBoxLayout()
+        reviewer_row.addWidget(QLabel("Reviewer"))
+        self.reviewer_name = QLineEdit()
+        self.reviewer_name.setToolTip("Every decision is stored with this name; Ctrl+Z undoes only this reviewer's.")
+        self.reviewer_name.editingFinished.connect(lambda: self.set_reviewer(self.reviewer_name.text()))
+        reviewer_row.addWidget(self.reviewer_name)
+        review_layout.addLayout(reviewer_row)
+        self.saved_in = QLabel("")
+        self.saved_in.setWordWrap(True)
+        review_layout.addWidget(self.saved_in)
         layout.addWidget(review_box)
 
         self.counts_panel = CountsPanel()
@@ -388,6 +401,8 @@ class ReviewWidget(QWidget):
             self._bind_keys(layer)
         self.rebuild_overlay()
         self._show_fields()
+        self.reviewer_name.setText(self.session.reviewer)
+        self.saved_in.setText(f"Reviews are saved as you decide, in {self.store.path}")
         self.status.setText(f"Reviewing {Path(slide.path).name} ({len(self.session.table)} objects restored).")
 
     @property
@@ -465,6 +480,7 @@ class ReviewWidget(QWidget):
         """Redraw every box (slide bound, threshold or colour mode changed, annotations imported)."""
         if self.session is None:
             return
+        self._show_progress()
         t = self.session.table
         statuses = self._statuses()
         shown = self.session.visible_mask(self.score_threshold)
@@ -592,6 +608,7 @@ class ReviewWidget(QWidget):
         if self._evaluation_colours():
             self.rebuild_overlay()
         self._set_running(False, "Detection cancelled." if cancelled else "Detection done.")
+        self._show_progress()
         self.worker = None
         self._running_region = None
 
@@ -638,9 +655,33 @@ class ReviewWidget(QWidget):
 
     # -- review ---------------------------------------------------------------------------------
 
+    def set_reviewer(self, name: str) -> None:
+        """Record the decisions that follow under ``name`` (kept when blank: every decision needs a who)."""
+        name = name.strip()
+        if not name:
+            self.reviewer_name.setText(self.store.reviewer)
+            return
+        self.store.reviewer = name
+        if self.session is not None:
+            self.session.reviewer = name
+        self._say(f"Decisions are now stored as made by {name}.")
+
+    def _show_progress(self) -> None:
+        """"k of N reviewed": mitotic-figure predictions on show (at the threshold) that have a verdict."""
+        if self.session is None:
+            self.review_progress.setText("")
+            return
+        t = self.session.table
+        shown = (t.kind == "detection") & (t.label == MITOTIC_FIGURE) & self.session.visible_mask(self.score_threshold)
+        reviewed = shown & (t.status != Status.PENDING.value)
+        self.review_progress.setText(
+            f"Reviewed {int(reviewed.sum())} of {int(shown.sum())} detections at score ≥ {self.score_threshold:.2f}."
+        )
+
     def select(self, key: int | None) -> None:
         """Make one object the target of the review keys."""
         self.selected = key
+        self._show_progress()
         if self.overlay is not None:
             self.overlay.select(key)
         if key is None or self.session is None:

@@ -406,3 +406,19 @@ def test_buttons_without_an_image_say_what_to_do(make_napari_viewer, review_stor
     widget.detect_visible()
     widget.mark_current_hpf()
     assert len(shown) == 3 and all("Open a slide" in text for text in shown)
+
+
+def test_the_dock_shows_progress_the_reviewer_and_where_reviews_are_saved(review, qtbot):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    assert str(widget.session.store.path) in widget.saved_in.text()
+    assert widget.reviewer_name.text() == "tester"
+    total = int(widget.review_progress.text().split(" of ")[1].split()[0])
+    assert total > 0 and widget.review_progress.text().startswith("Reviewed 0 of")
+    widget.reviewer_name.setText("Dr Bob")
+    widget.reviewer_name.editingFinished.emit()
+    widget.step()
+    widget.decide("accept")
+    assert widget.review_progress.text().startswith(f"Reviewed 1 of {total}")
+    last = widget.session.store.decisions(widget.session.slide_id)[-1]
+    assert last.reviewer == "Dr Bob"
