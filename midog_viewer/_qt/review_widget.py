@@ -646,6 +646,8 @@ class ReviewWidget(QWidget):
             if changed:
                 self._recolour(changed)
                 self.select(changed[0])
+            else:
+                self.status.setText(self.session.nothing_to("undo"))
 
     @_reports_errors
     def redo(self) -> None:
@@ -654,6 +656,8 @@ class ReviewWidget(QWidget):
             if changed:
                 self._recolour(changed)
                 self.select(changed[0])
+            else:
+                self.status.setText(self.session.nothing_to("redo"))
 
     def step(self, forward: bool = True) -> None:
         """Select the next (or previous) pending mitotic-figure prediction and bring it on screen."""

@@ -431,7 +431,8 @@ class ReviewStore:
     def undo(self, slide_id: int, reviewer: str | None = None) -> int | None:
         """Undo the reviewer's latest decision in effect on a slide (a new "undo" row); return the object id or None.
 
-        Each reviewer undoes only their own decisions: Alice's undo never takes back Bob's reject.
+        Each reviewer undoes only their own decisions that still set their object's state: Alice's undo
+        never takes back Bob's reject, nor her accept that his later reject overrode.
         """
         done = self.undo_decision(slide_id, reviewer)
         return None if done is None else done.object_id
@@ -479,6 +480,10 @@ class ReviewStore:
             source, label = db.execute("SELECT source, label FROM annotations WHERE id = ?", (object_id,)).fetchone()
             if source == HAND:  # its "add" was undone: the annotation no longer exists
                 self._write_state(db, kind, object_id, slide_id, Status.DELETED, label, 0)
+
+    def replayed(self, slide_id: int) -> Replay:
+        """A slide's decision log replayed: what is in effect, what each reviewer may undo or redo."""
+        return replay(self._query(LOG_SQL, (slide_id,)))
 
     def decisions(self, slide_id: int | None = None) -> list[Decision]:
         """The decision log (of one slide, or all), oldest first."""
