@@ -890,7 +890,7 @@ class ReviewWidget(QWidget):
             rows = [self.session.counts(None, self.counts_panel.hpf_area.value(), use_drawn=True)]
             atomic.replace_file(path, lambda temp: write_counts_csv(temp, rows), atomic.store_files(self.session.store.path))
         else:
-            export_store(self.session.store, fmt, path, slide_names=[str(Path(self.slide.path).resolve())])
+            export_store(self.session.store, fmt, path, slide_ids=[self.session.slide_id])
         show_info(f"Exported {path.name}.")
         return path
 

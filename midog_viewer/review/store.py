@@ -228,11 +228,18 @@ class ReviewStore:
         return Slide(*rows[0])
 
     def find_slide(self, name: str) -> Slide | None:
-        """The first slide whose file name (or path) is ``name``, or None."""
-        rows = self._query(
-            "SELECT id, path, name, mpp, width, height FROM slides WHERE name = ? OR path = ? ORDER BY id LIMIT 1",
-            (Path(name).name, name),
-        )
+        """The slide stored under the path ``name``, else the one slide with that file name, or None.
+
+        A file name that several slides share (``a/001.png``, ``b/001.png``) is refused: guessing one
+        would export or count another slide's objects.
+        """
+        columns = "SELECT id, path, name, mpp, width, height FROM slides"
+        rows = self._query(f"{columns} WHERE path = ? ORDER BY id", (str(name),))
+        if not rows:
+            rows = self._query(f"{columns} WHERE name = ? ORDER BY id", (Path(name).name,))
+        if len(rows) > 1:
+            which = ", ".join(f"{row[1]} (id {row[0]})" for row in rows)
+            raise ReviewStoreError(f"{len(rows)} slides in {self.path.name} match {name!r}: {which}; give the full path.")
         return Slide(*rows[0]) if rows else None
 
     def set_slide_mpp(self, slide_id: int, mpp: float) -> None:
