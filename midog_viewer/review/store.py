@@ -127,8 +127,9 @@ class ReviewStore:
         if self.read_only:
             return True
         with self._lock:
-            self._unsaved = False
-            return checkpoint(self._db, self.path)
+            complete = checkpoint(self._db, self.path)
+            self._unsaved = not complete  # a reader's snapshot held part back: the idle timer tries again
+            return complete
 
     def checkpoint_if_idle(self, idle_s: float) -> bool:
         """Checkpoint when something was written and nothing for ``idle_s`` seconds; True if it ran."""
