@@ -64,13 +64,9 @@ class Replay:
 
     def overruled(self, reviewer: str) -> int:
         """How many of ``reviewer``'s decisions are in effect but overridden by a later one of someone else."""
-        return sum(1 for d in self.done if self.rows[d].reviewer == reviewer) - sum(
-            1 for row in self._deciding().values() if row.reviewer == reviewer
-        )
-
-    def _deciding(self) -> dict[tuple[str, int], LogRow]:
-        """Each object's decision in effect that sets its state."""
-        return {(self.rows[d].object_kind, self.rows[d].object_id): self.rows[d] for d in self.done}
+        deciding = {(row.object_kind, row.object_id): row.reviewer for row in map(self.rows.get, self.done)}
+        mine = (self.rows[d] for d in self.done if self.rows[d].reviewer == reviewer)
+        return sum(1 for row in mine if deciding[(row.object_kind, row.object_id)] != reviewer)
 
     def redo_target(self, reviewer: str) -> int | None:
         """The decision ``reviewer``'s redo puts back: the last one they undid, if they decided nothing since."""

@@ -240,7 +240,9 @@ class ReviewStore:
             rows = self._query(f"{columns} WHERE name = ? ORDER BY id", (Path(name).name,))
         if len(rows) > 1:
             which = ", ".join(f"{row[1]} (id {row[0]})" for row in rows)
-            raise ReviewStoreError(f"{len(rows)} slides in {self.path.name} match {name!r}: {which}; give the full path.")
+            raise ReviewStoreError(
+                f"{len(rows)} slides in {self.path.name} match {name!r}: {which}; give the full path."
+            )
         return Slide(*rows[0]) if rows else None
 
     def set_slide_mpp(self, slide_id: int, mpp: float) -> None:

@@ -81,3 +81,12 @@ def test_undo_then_redo_is_a_no_op_in_random_sessions_of_three_reviewers(slide):
     before = statuses(store, slide_id)
     store.rebuild_state()
     assert statuses(store, slide_id) == before  # the cache is what the log replays to
+
+
+def test_overruled_counts_only_decisions_another_reviewer_overrode():
+    log = replay([
+        (1, "detection", 1, "accept", None, None, "alice"), (2, "detection", 1, "reject", None, None, "alice"),
+        (3, "detection", 2, "accept", None, None, "alice"), (4, "detection", 2, "reject", None, None, "bob"),
+    ])
+    assert (log.overruled("alice"), log.overruled("bob")) == (1, 0)  # her own later reject overrides nothing of "others"
+    assert (log.undo_target("alice"), log.undo_target("bob")) == (2, 4)
