@@ -236,13 +236,12 @@ class ReviewStore:
         """
         columns = "SELECT id, path, name, mpp, width, height FROM slides"
         rows = self._query(f"{columns} WHERE path = ? ORDER BY id", (str(name),))
+        hint = "the file changed after it was first opened"
         if not rows:
-            rows = self._query(f"{columns} WHERE name = ? ORDER BY id", (Path(name).name,))
+            rows, hint = self._query(f"{columns} WHERE name = ? ORDER BY id", (Path(name).name,)), "give the full path"
         if len(rows) > 1:
             which = ", ".join(f"{row[1]} (id {row[0]})" for row in rows)
-            raise ReviewStoreError(
-                f"{len(rows)} slides in {self.path.name} match {name!r}: {which}; give the full path."
-            )
+            raise ReviewStoreError(f"{len(rows)} slides in {self.path.name} match {name!r}: {which}; {hint}.")
         return Slide(*rows[0]) if rows else None
 
     def set_slide_mpp(self, slide_id: int, mpp: float) -> None:

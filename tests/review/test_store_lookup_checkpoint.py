@@ -27,8 +27,19 @@ def test_find_slide_prefers_the_exact_path_and_refuses_a_name_several_slides_sha
         with pytest.raises(ReviewStoreError) as refused:
             store.find_slide("001.png")
         message = str(refused.value)
-        assert "\n" not in message and "2 slides" in message
+        assert "\n" not in message and "2 slides" in message and "give the full path" in message
         assert str((tmp_path / "a" / "001.png").resolve()) in message and str((tmp_path / "b" / "001.png").resolve()) in message
+
+
+def test_a_path_registered_twice_because_the_file_changed_is_refused_saying_so(tmp_path):
+    image = tmp_path / "001.png"
+    image.write_bytes(b"first")
+    with ReviewStore(tmp_path / "r.sqlite") as store:
+        store.add_slide(image)
+        image.write_bytes(b"second, longer")  # another size: another slide
+        store.add_slide(image)
+        with pytest.raises(ReviewStoreError, match="the file changed after it was first opened"):
+            store.find_slide(str(image.resolve()))
 
 
 def _decide_some(store, slide_id, n):

@@ -88,5 +88,5 @@ def test_overruled_counts_only_decisions_another_reviewer_overrode():
         (1, "detection", 1, "accept", None, None, "alice"), (2, "detection", 1, "reject", None, None, "alice"),
         (3, "detection", 2, "accept", None, None, "alice"), (4, "detection", 2, "reject", None, None, "bob"),
     ])
-    assert (log.overruled("alice"), log.overruled("bob")) == (1, 0)  # her own later reject overrides nothing of "others"
+    assert (log.overruled("alice"), log.overruled("bob")) == (1, 0)  # her reject of 1 replaced her own accept
     assert (log.undo_target("alice"), log.undo_target("bob")) == (2, 4)
