@@ -1,4 +1,4 @@
-"""The dock exports the slide it shows, even when another slide in the store has the same file name."""
+"""The dock exports the slide it shows (even beside a same-named one) and says when an undo finds nothing."""
 
 from __future__ import annotations
 
@@ -33,3 +33,16 @@ def test_export_on_b_writes_bs_objects_not_those_of_the_same_named_slide_a(
         written = sorted((row["kind"], int(row["id"])) for row in csv.DictReader(handle))
     table = review_store.objects(widget.session.slide_id)
     assert written == sorted(zip(table.kind.tolist(), table.id.tolist())) and len(written) == len(hpf.boxes)
+
+
+def test_ctrl_z_with_nothing_of_the_reviewers_says_so_in_the_status_line(make_napari_viewer, small_hpf, stand_in,
+                                                                          review_store, qtbot):
+    path, hpf = small_hpf
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
+    qtbot.addWidget(widget)
+    add_slide_layer(viewer, path, hpf)
+    widget.undo()
+    assert widget.status.text() == "Nothing of yours (tester) to undo on this slide."
+    widget.redo()
+    assert widget.status.text() == "Nothing of yours (tester) to redo on this slide."
