@@ -268,6 +268,14 @@ class ReviewSession:
         """Redo this reviewer's latest undone decision; return the key that changed."""
         return self._undo_redo(self.store.redo_decision)
 
+    def nothing_to(self, action: str) -> str:
+        """Why this reviewer's ``action`` ("undo" or "redo") changed nothing: one line for the status bar."""
+        overruled = self.store.replayed(self.slide_id).overruled(self.reviewer) if action == "undo" else 0
+        if overruled:
+            return (f"Nothing of yours ({self.reviewer}) to undo: your {overruled} remaining decision(s) on this slide "
+                    "were overridden by another reviewer's later ones, which stand.")
+        return f"Nothing of yours ({self.reviewer}) to {action} on this slide."
+
     def _undo_redo(self, step) -> list[int]:
         written = step(self.slide_id, self.reviewer)
         if written is None:

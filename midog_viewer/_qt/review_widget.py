@@ -712,7 +712,7 @@ class ReviewWidget(QWidget):
             return
         changed = self.session.undo()
         if not changed:
-            self._say("Nothing of yours to undo on this slide.")
+            self._say(self.session.nothing_to("undo"))
             return
         self._recolour(changed)
         self.select(changed[0])
@@ -724,7 +724,7 @@ class ReviewWidget(QWidget):
             return
         changed = self.session.redo()
         if not changed:
-            self._say("Nothing of yours to redo on this slide.")
+            self._say(self.session.nothing_to("redo"))
             return
         self._recolour(changed)
         self.select(changed[0])
@@ -964,7 +964,7 @@ class ReviewWidget(QWidget):
             rows = [self.session.counts(None, self.counts_panel.hpf_area.value(), use_drawn=True)]
             atomic.replace_file(path, lambda temp: write_counts_csv(temp, rows), atomic.store_files(self.session.store.path))
         else:
-            export_store(self.session.store, fmt, path, slide_names=[str(Path(self.slide.path).resolve())])
+            export_store(self.session.store, fmt, path, slide_ids=[self.session.slide_id])
         show_info(f"Exported {path.name}.")
         return path
 

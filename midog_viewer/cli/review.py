@@ -87,6 +87,7 @@ def _score(text: str) -> float:
 
 def _import(args: argparse.Namespace) -> int:
     from midog_viewer.errors import AnnotationFormatError
+    from midog_viewer.formats import atomic
     from midog_viewer.formats.importing import import_file, summary_line
     from midog_viewer.review import ReviewStore
 
@@ -101,7 +102,7 @@ def _import(args: argparse.Namespace) -> int:
             )
     except BaseException:
         if created:  # a failed import (whatever the error) into a new database leaves no database behind
-            for leftover in (args.db, *(args.db.with_name(args.db.name + end) for end in ("-wal", "-shm"))):
+            for leftover in (args.db, *(args.db.with_name(args.db.name + end) for end in atomic.SIDE_FILES)):
                 leftover.unlink(missing_ok=True)
         raise
     print(json.dumps(summary.as_json()) if args.json else summary_line(summary))

@@ -28,8 +28,8 @@ from typing import BinaryIO, TextIO
 
 from midog_viewer.errors import AnnotationFormatError
 
-#: The files SQLite keeps beside a database; an output path must be none of them.
-_DB_COMPANIONS = ("", "-wal", "-shm", "-journal")
+#: The files SQLite keeps beside a database (WAL mode, and a rollback journal): the one list of them.
+SIDE_FILES = ("-wal", "-shm", "-journal")
 #: Hidden temporary names: ``.<target name>.<pid>-<8 hex>.midog-tmp<target suffix>``.
 _TEMP = re.compile(r"^\.(?P<name>.*)\.(?P<pid>\d+)-[0-9a-f]{8}\.midog-tmp(\.[^.]*)?$")
 _NAME_KEEP = 100  # characters of the target's name kept in a temporary name (file names stop at 255 bytes)
@@ -40,7 +40,7 @@ def store_files(db_path: str | os.PathLike) -> tuple[Path, ...]:
     """The review database and its companion files (beside the link, too, if it is one): what no output may be."""
     paths = []
     for db in dict.fromkeys((Path(db_path), Path(os.path.realpath(db_path)))):
-        paths.extend(db.with_name(db.name + end) for end in _DB_COMPANIONS)
+        paths.extend(db.with_name(db.name + end) for end in ("", *SIDE_FILES))
     return tuple(paths)
 
 

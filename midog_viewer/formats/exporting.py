@@ -81,13 +81,14 @@ def export_store(
     selection: str | None = None,
     slide_names: list[str] | None = None,
     bbox_format: str = "xyxy",
+    slide_ids: list[int] | None = None,
 ) -> ExportSummary:
-    """Write the store's objects (per ``selection``) in ``fmt`` to ``out``."""
+    """Write the store's objects (per ``selection``) in ``fmt`` to ``out``; ``slide_ids`` (else names) picks slides."""
     if fmt not in EXPORT_FORMATS:
         raise AnnotationFormatError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}.")
     selection = selection or ("all" if fmt == "csv" else "reviewed")
     out = Path(out)
-    slides = _slides(store, slide_names)
+    slides = [store.slide(i) for i in slide_ids] if slide_ids else _slides(store, slide_names)
     tables = [(slide, select(store.objects(slide.id), selection)) for slide in slides]
     total = sum(len(table) for _, table in tables)
     protect = atomic.store_files(store.path)

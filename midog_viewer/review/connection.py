@@ -20,12 +20,11 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from midog_viewer.errors import AnnotationFormatError, ReviewStoreError
+from midog_viewer.formats.atomic import SIDE_FILES  # noqa: F401 (the one list; backup imports it from here)
 from midog_viewer.review.schema import SCHEMA_VERSION, migrate, schema_version
 
 #: How long a write waits for another program's lock before giving up (seconds).
 BUSY_TIMEOUT_S = 10.0
-#: The files SQLite keeps next to a database (WAL mode, and a rollback journal).
-SIDE_FILES = ("-wal", "-shm", "-journal")
 _DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 
 _BY_MESSAGE = (

@@ -3,8 +3,10 @@
 The log is append-only. An undo row names the decision it takes back, a redo row the undone decision it
 puts back; replay applies exactly what the rows say, so the state derived from the log never depends on
 which rule chose the target when the row was written. The rule (see :meth:`Replay.undo_target`) is per
-reviewer: Alice's undo takes back Alice's latest decision in effect, never Bob's, and her redo stack is
-cleared only by her own new decisions.
+reviewer: Alice's undo takes back Alice's latest decision that still sets its object's state, never Bob's,
+and never one of hers that a later decision overrode (undoing it would change nothing, and her redo would
+then overturn the later decision); her redo stack is cleared only by her own new decisions. A redo puts
+its decision back where it was in the log, so an undo followed by a redo leaves every state as it was.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ class LogRow:
 class Replay:
     """A replayed log of one slide.
 
-    ``done`` holds the decisions in effect in the order they took effect (a redo moves its decision to
-    the end: it is the latest action); ``undone`` each reviewer's redo stack.
+    ``done`` holds the decisions in effect in log (id) order (a redo puts its decision back in its place,
+    so a later decision on the same object keeps winning); ``undone`` each reviewer's redo stack.
     """
 
     rows: dict[int, LogRow] = field(default_factory=dict)
@@ -48,8 +50,23 @@ class Replay:
     undone: dict[str, list[int]] = field(default_factory=dict)
 
     def undo_target(self, reviewer: str) -> int | None:
-        """The decision ``reviewer``'s undo takes back: their latest one in effect."""
-        return next((d for d in reversed(self.done) if self.rows[d].reviewer == reviewer), None)
+        """The decision ``reviewer``'s undo takes back: their latest one that still sets its object's state."""
+        latest: set[tuple[str, int]] = set()  # objects whose deciding row was already passed
+        for d in reversed(self.done):
+            row = self.rows[d]
+            obj = (row.object_kind, row.object_id)
+            if obj in latest:
+                continue
+            latest.add(obj)
+            if row.reviewer == reviewer:
+                return d
+        return None
+
+    def overruled(self, reviewer: str) -> int:
+        """How many of ``reviewer``'s decisions are in effect but overridden by a later one of someone else."""
+        deciding = {(row.object_kind, row.object_id): row.reviewer for row in map(self.rows.get, self.done)}
+        mine = (self.rows[d] for d in self.done if self.rows[d].reviewer == reviewer)
+        return sum(1 for row in mine if deciding[(row.object_kind, row.object_id)] != reviewer)
 
     def redo_target(self, reviewer: str) -> int | None:
         """The decision ``reviewer``'s redo puts back: the last one they undid, if they decided nothing since."""
@@ -73,8 +90,17 @@ class Replay:
         for stack in self.undone.values():
             if target in stack:
                 stack.remove(target)
-                self.done[target] = None
+                self._put_back(target)
                 return
+
+    def _put_back(self, target: int) -> None:
+        """Insert ``target`` into ``done`` at its place in id order (usually the end: a no-op reorder)."""
+        if not self.done or target > next(reversed(self.done)):
+            self.done[target] = None
+            return
+        ordered = sorted((*self.done, target))
+        self.done.clear()
+        self.done.update(dict.fromkeys(ordered))
 
 
 _VERDICTS = {v.value: v for v in Verdict}

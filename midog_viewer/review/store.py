@@ -127,8 +127,9 @@ class ReviewStore:
         if self.read_only:
             return True
         with self._lock:
-            self._unsaved = False
-            return checkpoint(self._db, self.path)
+            complete = checkpoint(self._db, self.path)
+            self._unsaved = not complete  # a reader's snapshot held part back: the idle timer tries again
+            return complete
 
     def checkpoint_if_idle(self, idle_s: float) -> bool:
         """Checkpoint when something was written and nothing for ``idle_s`` seconds; True if it ran."""
@@ -228,11 +229,19 @@ class ReviewStore:
         return Slide(*rows[0])
 
     def find_slide(self, name: str) -> Slide | None:
-        """The first slide whose file name (or path) is ``name``, or None."""
-        rows = self._query(
-            "SELECT id, path, name, mpp, width, height FROM slides WHERE name = ? OR path = ? ORDER BY id LIMIT 1",
-            (Path(name).name, name),
-        )
+        """The slide stored under the path ``name``, else the one slide with that file name, or None.
+
+        A file name that several slides share (``a/001.png``, ``b/001.png``) is refused: guessing one
+        would export or count another slide's objects.
+        """
+        columns = "SELECT id, path, name, mpp, width, height FROM slides"
+        rows = self._query(f"{columns} WHERE path = ? ORDER BY id", (str(name),))
+        hint = "the file changed after it was first opened"
+        if not rows:
+            rows, hint = self._query(f"{columns} WHERE name = ? ORDER BY id", (Path(name).name,)), "give the full path"
+        if len(rows) > 1:
+            which = ", ".join(f"{row[1]} (id {row[0]})" for row in rows)
+            raise ReviewStoreError(f"{len(rows)} slides in {self.path.name} match {name!r}: {which}; {hint}.")
         return Slide(*rows[0]) if rows else None
 
     def set_slide_mpp(self, slide_id: int, mpp: float) -> None:
@@ -431,7 +440,8 @@ class ReviewStore:
     def undo(self, slide_id: int, reviewer: str | None = None) -> int | None:
         """Undo the reviewer's latest decision in effect on a slide (a new "undo" row); return the object id or None.
 
-        Each reviewer undoes only their own decisions: Alice's undo never takes back Bob's reject.
+        Each reviewer undoes only their own decisions that still set their object's state: Alice's undo
+        never takes back Bob's reject, nor her accept that his later reject overrode.
         """
         done = self.undo_decision(slide_id, reviewer)
         return None if done is None else done.object_id
@@ -479,6 +489,10 @@ class ReviewStore:
             source, label = db.execute("SELECT source, label FROM annotations WHERE id = ?", (object_id,)).fetchone()
             if source == HAND:  # its "add" was undone: the annotation no longer exists
                 self._write_state(db, kind, object_id, slide_id, Status.DELETED, label, 0)
+
+    def replayed(self, slide_id: int) -> Replay:
+        """A slide's decision log replayed: what is in effect, what each reviewer may undo or redo."""
+        return replay(self._query(LOG_SQL, (slide_id,)))
 
     def decisions(self, slide_id: int | None = None) -> list[Decision]:
         """The decision log (of one slide, or all), oldest first."""

@@ -171,3 +171,18 @@ def test_closing_a_session_or_idling_puts_every_decision_in_the_database_file(st
         assert _file_alone_holds(store.path, tmp_path, "closed.sqlite") == 2
     finally:
         other.close()
+
+
+def test_an_undo_with_nothing_of_the_reviewers_in_effect_says_so(store, tmp_path):
+    alice = _session(store, tmp_path)
+    keys = _detect(alice)
+    bob = ReviewSession(store, tmp_path / "hpf.tiff", width=1000, height=800, mpp=0.25, reviewer="bob")
+    alice.decide(keys[0], "accept")
+    bob.decide(keys[0], "reject")
+    assert alice.undo() == [] and alice.redo() == []  # her accept was overridden: undo + redo change nothing
+    alice.reload()
+    assert alice.table.status[alice.row_of(keys[0])] == "rejected"
+    said = alice.nothing_to("undo")
+    assert "Nothing of yours (tester) to undo" in said and "1 remaining decision(s)" in said and "\n" not in said
+    assert bob.undo() == [keys[0]] and bob.nothing_to("undo") == "Nothing of yours (bob) to undo on this slide."
+    assert alice.nothing_to("redo") == "Nothing of yours (tester) to redo on this slide."

@@ -284,12 +284,16 @@ def test_undo_of_an_overridden_decision_keeps_the_later_one(store, slide_with_de
     a = int(ids[0])
     store.decide(a, "accept", reviewer="alice")
     store.decide(a, "reject", reviewer="bob")
-    assert store.undo(slide_id, reviewer="alice") == a
+    assert store.undo(slide_id, reviewer="alice") is None  # her accept no longer sets the state: nothing to undo
     assert state(store, slide_id)[("detection", a)][0] == "rejected"  # Bob's reject stands
+    assert store.redo(slide_id, reviewer="alice") is None
+    assert state(store, slide_id)[("detection", a)][0] == "rejected"
     assert store.undo(slide_id, reviewer="bob") == a
+    assert state(store, slide_id)[("detection", a)][0] == "accepted"  # Alice's accept sets the state again
+    assert store.undo(slide_id, reviewer="alice") == a
     assert state(store, slide_id)[("detection", a)][0] == "pending"
-    assert store.redo(slide_id, reviewer="alice") == a  # a redo is the latest action
-    assert store.redo(slide_id, reviewer="bob") == a
+    assert store.redo(slide_id, reviewer="alice") == a
+    assert store.redo(slide_id, reviewer="bob") == a  # back in its place: after Alice's accept
     assert state(store, slide_id)[("detection", a)][0] == "rejected"
     undone = store.undo_decision(slide_id, reviewer="bob")
     assert (undone.verdict, undone.object_kind, undone.object_id, undone.reviewer) == (Verdict.UNDO, "detection", a, "bob")
