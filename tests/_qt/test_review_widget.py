@@ -393,7 +393,7 @@ def test_keys_that_cannot_act_say_why(review):
     assert "Nothing selected" in widget.status.text()
     assert list(widget.session.table.status) == before
     _press(viewer, Qt.Key_Z, Qt.ControlModifier)
-    assert "Nothing of yours to undo" in widget.status.text()
+    assert "Nothing of yours" in widget.status.text() and "to undo" in widget.status.text()
 
 
 def test_buttons_without_an_image_say_what_to_do(make_napari_viewer, review_store, stand_in, qtbot, monkeypatch):
