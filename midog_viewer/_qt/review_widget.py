@@ -538,13 +538,16 @@ class ReviewWidget(QWidget):
         if self.slide is None:
             show_info(NO_SLIDE)
             return
-        self.detect_region((0, 0, self.slide.width, self.slide.height), wait=wait)
+        self.detect_region((0, 0, self.slide.width, self.slide.height), wait=wait, tissue_only=True)
 
     @_reports_errors
-    def detect_region(self, region: tuple[int, int, int, int] | None, wait: bool = False) -> None:
+    def detect_region(
+        self, region: tuple[int, int, int, int] | None, wait: bool = False, tissue_only: bool = False
+    ) -> None:
         """Run the detector on a level-0 region; batches are stored and drawn as they come.
 
         ``wait=True`` runs in the calling thread (scripts, tests); otherwise a napari thread worker.
+        ``tissue_only`` (the whole image) searches only tiles that hold tissue and records the tissue fraction.
         """
         if self.session is None or region is None:
             return
@@ -555,17 +558,24 @@ class ReviewWidget(QWidget):
         self._warn_if_synthetic_model()
         zoom_for = getattr(self.detector, "zoom_for", None)
         zoom = zoom_for(self.slide) if zoom_for is not None else 1.0
+        tissue_fraction, tile_filter = None, None
+        if tissue_only:
+            from midog_viewer.detect.tissue import detect_tissue, tissue_filter
+
+            tissue = detect_tissue(self.slide)
+            tissue_fraction, tile_filter = tissue.fraction, tissue_filter(tissue)
         self._run_id = self.session.start_run(
             self.model_label, {"region": list(map(int, region)), "score_thr": DETECTION_FLOOR,
                                "operating_thr": self.score_threshold,
                                "stain_normalize": getattr(self.detector, "stain_normalize", None),
-                               "resample_zoom": zoom},
+                               "resample_zoom": zoom, "tissue_fraction": tissue_fraction},
         )
         self._cancel = threading.Event()
         self._running_region = region
         resampled = "" if zoom == 1.0 else f" (tiles resampled x{zoom:.2f} to the model's {self.detector.model_mpp:.2f} µm/px)"
-        self._set_running(True, f"Detecting in {region[2]}×{region[3]} px{resampled}…")
-        batches = self.detector.iter_detect(self.slide, region, cancel=self._cancel)
+        searched = "" if tissue_fraction is None else f", tissue {tissue_fraction:.0%} of the image"
+        self._set_running(True, f"Detecting in {region[2]}×{region[3]} px{resampled}{searched}…")
+        batches = self.detector.iter_detect(self.slide, region, cancel=self._cancel, tile_filter=tile_filter)
         if wait:
             try:
                 for progress in batches:

@@ -46,9 +46,11 @@ class StandInDetector:
         self.scores = np.concatenate([np.full(mitotic.sum(), 0.9), np.full((~mitotic).sum(), 0.6)]).astype(np.float32)
         self.labels = np.zeros(len(self.boxes), dtype=np.int64)
         self.calls: list[tuple[int, int, int, int]] = []
+        self.tile_filters: list = []
 
-    def iter_detect(self, slide, region, cancel: threading.Event | None = None):
+    def iter_detect(self, slide, region, cancel: threading.Event | None = None, tile_filter=None):
         self.calls.append(tuple(int(v) for v in region))
+        self.tile_filters.append(tile_filter)
         x, y, w, h = region
         cx = (self.boxes[:, 0] + self.boxes[:, 2]) / 2
         cy = (self.boxes[:, 1] + self.boxes[:, 3]) / 2

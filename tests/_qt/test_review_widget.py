@@ -189,7 +189,7 @@ def test_a_failing_worker_reenables_the_buttons(review, qtbot, monkeypatch):
     shown = []
     monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
 
-    def explode(slide, region, cancel=None):
+    def explode(slide, region, cancel=None, tile_filter=None):
         yield from ()
         raise RuntimeError("tile read failed")
 
@@ -212,7 +212,7 @@ def test_escape_cancels_a_running_detection_and_the_region_stays_to_do(review, q
     viewer, widget = review
     started = []
 
-    def slow(slide, region, cancel=None):
+    def slow(slide, region, cancel=None, tile_filter=None):
         started.append(region)
         yield from widget.detector.__class__.iter_detect(widget.detector, slide, (0, 0, 10, 10), cancel)
         cancel.wait(10)  # a long batch: only cancelling ends it early
@@ -422,3 +422,13 @@ def test_the_dock_shows_progress_the_reviewer_and_where_reviews_are_saved(review
     assert widget.review_progress.text().startswith(f"Reviewed 1 of {total}")
     last = widget.session.store.decisions(widget.session.slide_id)[-1]
     assert last.reviewer == "Dr Bob"
+
+
+def test_detect_whole_image_searches_the_tissue_and_records_its_share(review, shared_data):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    assert widget.detector.tile_filters[-1] is not None  # the whole image: tissue tiles only
+    runs = widget.session.store.detection_runs(widget.session.slide_id)
+    assert 0 < runs[-1]["params"]["tissue_fraction"] <= 1
+    widget.detect_region((0, 0, 256, 256), wait=True)
+    assert widget.detector.tile_filters[-1] is None  # a region the user chose is searched whole
