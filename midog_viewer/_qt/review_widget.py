@@ -37,12 +37,14 @@ from qtpy.QtWidgets import (
 )
 from superqt.utils import thread_worker
 
+from midog_viewer._qt.cohort_panel import CohortPanel
 from midog_viewer._qt.counts_panel import CountsPanel
 from midog_viewer._qt.overlay import ReviewOverlay
 from midog_viewer._qt.overlay_model import DoneRegions, box_at, reading_order, step_in_order, view_region
 from midog_viewer._qt.review_session import IDLE_CHECKPOINT_S, ReviewSession, open_default_store
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import MidogError
+from midog_viewer.review.cohort import cohort_rows
 from midog_viewer.review.counts import hpf_size_px, write_counts_csv
 from midog_viewer.review.status import Status, colour_for
 from midog_viewer.review.store import ReviewStore
@@ -283,7 +285,27 @@ class ReviewWidget(QWidget):
         self.counts_panel.grid_toggled.connect(self.show_hpf_grid)
         self.counts_panel.hpf_area_changed.connect(lambda _: self._on_hpf_area())
         layout.addWidget(self.counts_panel)
+        self.cohort_panel = CohortPanel()
+        self.cohort_panel.refresh_requested.connect(self.list_slides)
+        self.cohort_panel.open_requested.connect(self.open_slide_at_hotspot)
+        layout.addWidget(self.cohort_panel)
         layout.addStretch(1)
+
+    @_reports_errors
+    def list_slides(self) -> list[dict]:
+        """Fill the cohort table: every slide of the store with its counts, busiest hotspot first."""
+        rows = cohort_rows(self.store, self.counts_panel.hpf_area.value())
+        self.cohort_panel.show_rows(rows)
+        return rows
+
+    @_reports_errors
+    def open_slide_at_hotspot(self, path: str) -> None:
+        """Open a slide of the cohort with our reader and centre the view on its hotspot."""
+        if not Path(path).exists():
+            show_error(f"{path} is not there any more (moved or on a disk not mounted).")
+            return
+        self.viewer.open(path, plugin="midog-viewer")
+        self.go_to_hotspot()
 
     def _keep_keys_on_the_canvas(self) -> None:
         """No dock control takes keyboard focus: Space, A, R, H… always reach the canvas, whatever was clicked

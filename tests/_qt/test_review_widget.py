@@ -432,3 +432,26 @@ def test_detect_whole_image_searches_the_tissue_and_records_its_share(review, sh
     assert 0 < runs[-1]["params"]["tissue_fraction"] <= 1
     widget.detect_region((0, 0, 256, 256), wait=True)
     assert widget.detector.tile_filters[-1] is None  # a region the user chose is searched whole
+
+
+def test_the_dock_lists_the_stores_slides_busiest_first_and_opens_one_at_its_hotspot(
+    review, tmp_path, monkeypatch, qtbot
+):
+    from midog_viewer.review.cohort import cohort_rows
+
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    quiet = tmp_path / "quiet.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "white").save(quiet)
+    widget.store.add_slide(quiet, width=64, height=64, mpp=0.25)
+    rows = widget.list_slides()
+    assert [r["slide"] for r in rows][0] == "small_hpf.tiff" and rows[0]["hotspot"] > 0
+    assert widget.cohort_panel.table.rowCount() == 2
+    assert rows == cohort_rows(widget.store, widget.counts_panel.hpf_area.value())
+    opened = []
+    monkeypatch.setattr(type(widget.viewer), "open", lambda self, path, plugin=None: opened.append((path, plugin)))
+    monkeypatch.setattr(widget, "go_to_hotspot", lambda: opened.append("hotspot"))
+    widget.cohort_panel.table.cellDoubleClicked.emit(0, 0)
+    assert opened == [(rows[0]["path"], "midog-viewer"), "hotspot"]
