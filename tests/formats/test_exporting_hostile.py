@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -81,7 +82,19 @@ def test_a_full_disk_mid_export_keeps_the_previous_export(store, tmp_path, fmt, 
             return getattr(self.handle, name)
 
     monkeypatch.setattr("midog_viewer.formats.atomic.os.fdopen", lambda *a, **k: Full(real_write(*a, **k)))
-    with pytest.raises(AnnotationFormatError, match="No space left on device"):
+    real_connect = sqlite3.connect
+
+    class FullDatabase(sqlite3.Connection):
+        """SQLite's word for ENOSPC, after the first page of the SlideRunner copy has gone to disk."""
+
+        def backup(self, target, **kwargs):
+            def fill(status, remaining, total):
+                raise sqlite3.OperationalError("database or disk is full")
+
+            super().backup(target, pages=1, progress=fill)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=FullDatabase, **k))
+    with pytest.raises(AnnotationFormatError, match="No space left on device|database or disk is full"):
         export_store(store, fmt, out, selection="reviewed")
     assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "r.sqlite", "r.sqlite-wal", "r.sqlite-shm"])
