@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
+import midog_viewer
 from midog_viewer.cli import main
 
 
@@ -96,3 +101,53 @@ def test_the_shipped_model_scores_real_crops(shared_data, tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert [r["file"] for r in rows] == list(map(str, crops))
     assert all(0 <= float(r["p_atypical"]) <= 1 and r["atypical"] in ("0", "1") for r in rows)
+
+
+class _Hostile:
+    """A pickle that would run a command when loaded without weights_only."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def _misfit_optimizer(run):
+    state = torch.load(run / "state.pt", weights_only=True)
+    return {**state, "optimizer": {"state": {}, "param_groups": [1]}}  # load_state_dict raises TypeError
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda path, run: path.write_bytes(b""), "the file is empty"),
+        (lambda path, run: torch.save({"model": _Hostile()}, path), "loads weights only"),
+        (lambda path, run: torch.save([1, 2, 3], path), "not the training state"),
+        (lambda path, run: torch.save({"model": {}, "optimizer": {}, "step": -1}, path), "not the training state"),
+        (lambda path, run: torch.save(_misfit_optimizer(run), path), "does not fit this model"),
+    ],
+)
+def test_resume_with_a_hostile_or_broken_state_is_one_line_and_leaves_the_run(tiny_run, tmp_path, capsys, monkeypatch,
+                                                                              write, message):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    write(run / "state.pt", run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    status = main(["train-atypical", "--out", str(run), "--resume", str(run), "--epochs", "4"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and message in err, err
+    assert "weights_only" not in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before and not (tmp_path / "pwned").exists()
+
+
+def test_resume_with_a_hostile_state_prints_no_torch_advice(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    torch.save({"model": _Hostile()}, run / "state.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    result = subprocess.run([sys.executable, "-m", "midog_viewer", "train-atypical", "--out", str(run), "--resume",
+                             str(run)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(Path(midog_viewer.__file__).parents[1])})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Re-running" not in result.stderr, result.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before and not (tmp_path / "pwned").exists()
