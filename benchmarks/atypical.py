@@ -1,7 +1,8 @@
 """Atypical classifier: validation balanced accuracy and AUROC per source, and crops per second on the CPU.
 
-Scores the validation split of ``train-atypical`` (same rule: by slide, slide-less crops by a hash of their
-file name; same ``--val-fraction`` and ``--seed``) with ``classify_files``, as ``classify-atypical`` runs.
+Scores the validation split of ``train-atypical`` (same rule, the detector's: whole slides within each source,
+so AMi-Br only, AtNorM-MD having no slides stays in training; same ``--val-fraction`` and ``--seed``) with
+``classify_files``, as ``classify-atypical`` runs.
 Speed: crops/s of reading + resampling alone (the baseline), of the whole call with and without the 8-view
 test-time augmentation, and their ratios to the baseline. Prints one JSON document.
 

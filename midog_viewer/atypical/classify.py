@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from midog_viewer.atypical.data import IMAGE_SUFFIXES, centre_square, read_rgb, to_spacing
+from midog_viewer.atypical.data import centre_square, read_rgb, to_spacing
 from midog_viewer.atypical.model import AtypicalNet, load_classifier, predict_proba
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError, SlideError
+from midog_viewer.io import IMAGE_SUFFIXES
 
 #: Crops scored per forward pass.
 BATCH = 64
