@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,25 +29,45 @@ CROP_FOLDERS = ("amibr", "atnorm_md")
 CONTEXT_MARGIN = 16
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; a file that is not an image raises :class:`SlideError`."""
+#: The PIL modes of 8-bit RGB or grey images, which a crop may be.
+_EIGHT_BIT_MODES = ("RGB", "RGBA", "L", "P", "LA", "PA", "CMYK", "YCbCr", "RGBX", "1")
+
+
+def _opened(path: Path, load: bool) -> Any:
+    """The image at ``path``, opened (and decoded if ``load``) and checked: 8-bit, at least 8 x 8 px."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     try:
         with warnings.catch_warnings():  # a large image is refused or read, never a warning on stderr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
-            image.load()
-        with image:
-            if image.mode not in ("RGB", "RGBA", "L", "P", "LA", "PA", "CMYK", "YCbCr", "RGBX", "1"):
-                raise SlideError(f"{path} is a {image.mode} image; only 8-bit RGB or grey crops can be classified.")
-            rgb = np.asarray(image.convert("RGB"))
+            if load:
+                image.load()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SlideError(f"{path} is not a readable image ({type(exc).__name__}).") from exc
-    if rgb.ndim != 3 or rgb.shape[0] < 8 or rgb.shape[1] < 8:
-        raise SlideError(f"{path} is too small ({rgb.shape[1]}x{rgb.shape[0]} px) to be a crop of a mitosis.")
-    return rgb
+    if image.mode not in _EIGHT_BIT_MODES:
+        image.close()
+        raise SlideError(f"{path} is a {image.mode} image; only 8-bit RGB or grey crops can be classified.")
+    if image.width < 8 or image.height < 8:
+        image.close()
+        raise SlideError(f"{path} is too small ({image.width}x{image.height} px) to be a crop of a mitosis.")
+    return image
+
+
+def check_image(path: str | Path) -> None:
+    """Refuse, from its header alone (nothing decoded), a file :func:`read_rgb` would refuse."""
+    _opened(Path(path), load=False).close()
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; a file that is not an image raises :class:`SlideError`."""
+    path = Path(path)
+    image = _opened(path, load=True)
+    try:
+        with image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise SlideError(f"{path} is not a readable image ({type(exc).__name__}).") from exc
 
 
 def to_spacing(rgb: np.ndarray, mpp: float | None, target_mpp: float) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,3 +88,15 @@ def test_resume_of_a_folder_that_is_no_run_is_one_error(tmp_path):
 def test_a_folder_without_the_tables_is_refused(tmp_path):
     with pytest.raises(TrainingError, match="images.csv and objects.csv"):
         train_atypical(tmp_path, tmp_path / "run")
+
+
+def test_state_run_and_metrics_files_are_written_atomically(crop_folder, tmp_path, monkeypatch):
+    from midog_viewer.formats import atomic
+
+    written, real_open = [], atomic.open_binary
+    monkeypatch.setattr(atomic, "open_binary",
+                        lambda path, *a, **k: written.append(Path(path).name) or real_open(path, *a, **k))
+    recipe = AtypicalRecipe(epochs=1, batch_size=8, val_fraction=0.4, log_every=2)
+    train_atypical(crop_folder, tmp_path / "run", recipe=recipe, config=AtypicalConfig(**TINY))
+    assert {"state.pt", "run.json", "metrics.json"} <= set(written)  # fsynced, never a half file
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,53 @@ def test_resume_with_a_hostile_state_prints_no_torch_advice(tiny_run, tmp_path):
                             env={**os.environ, "PYTHONPATH": str(Path(midog_viewer.__file__).parents[1])})
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Re-running" not in result.stderr, result.stderr
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before and not (tmp_path / "pwned").exists()
+
+
+def test_a_bad_file_is_refused_before_any_crop_is_decoded_or_the_model_loaded(crop_folder, tmp_path, capsys,
+                                                                             monkeypatch):
+    from midog_viewer.atypical import classify
+
+    bogus = tmp_path / "last.png"
+    bogus.write_text("not a picture")
+    decoded = []
+    monkeypatch.setattr(classify, "read_rgb", lambda path: decoded.append(path))
+    monkeypatch.setattr(classify, "load_classifier", lambda *a: pytest.fail("the model was loaded"))
+    out = tmp_path / "o.csv"
+    assert main(["classify-atypical", str(crop_folder / "amibr"), str(bogus), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "last.png is not a readable image" in err
+    assert decoded == [] and not out.exists()
+
+
+def test_crops_stream_through_scoring_in_batches(tiny_run, crop_folder, monkeypatch):
+    from midog_viewer.atypical import classify
+
+    events = []
+    real_read, real_predict = classify.read_rgb, classify.predict_proba
+    monkeypatch.setattr(classify, "BATCH", 4)
+    monkeypatch.setattr(classify, "read_rgb", lambda path: events.append("read") or real_read(path))
+    monkeypatch.setattr(classify, "predict_proba",
+                        lambda model, x, **k: events.append(len(x)) or real_predict(model, x, **k))
+    files = classify.collect_images([crop_folder / "amibr"])
+    rows = classify.classify_files(files, model_path=tiny_run.model_path)
+    assert len(rows) == len(files) == 36
+    held = 0
+    for event in events:  # never more than one batch of decoded crops waits for scoring
+        held = held + 1 if event == "read" else held - event
+        assert 0 <= held <= 4
+    assert held == 0
+
+
+def test_the_csv_is_written_atomically_and_never_over_a_non_file(tiny_run, crop_folder, tmp_path, capsys,
+                                                                 monkeypatch):
+    crop = str(crop_folder / "amibr" / "0_0.png")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    assert main(["classify-atypical", crop, "--model", str(tiny_run.model_path), "--out", str(fifo)]) == 2
+    assert "not a regular file" in capsys.readouterr().err and stat.S_ISFIFO(fifo.stat().st_mode)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    out = tmp_path / "o.csv"
+    assert main(["classify-atypical", crop, "--model", str(tiny_run.model_path), "--out", str(out)]) == 0
+    assert synced and sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "pipe.csv"]
