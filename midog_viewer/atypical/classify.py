@@ -2,14 +2,14 @@
 
 Crops are brought to the model's µm/px (a crop's spacing is given by the caller, else taken as the
 model's); around a detection, a square of the model's field of view is read at the slide's spacing and
-resampled, so a mitosis has the size in pixels the model learnt. The CSV is written atomically.
+resampled, so a mitosis has the size in pixels the model learnt. Crop files are checked before any work and
+scored in batches; the CSV is written atomically.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from midog_viewer.atypical.data import IMAGE_SUFFIXES, centre_square, read_rgb, to_spacing
+from midog_viewer.atypical.data import centre_square, check_image, read_rgb, to_spacing
 from midog_viewer.atypical.model import AtypicalNet, load_classifier, predict_proba
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError, SlideError
+from midog_viewer.formats import atomic
+from midog_viewer.io import IMAGE_SUFFIXES
 
 #: Crops scored per forward pass.
 BATCH = 64
@@ -65,13 +67,18 @@ def _score(model: AtypicalNet, crops: Iterable[torch.Tensor], device: str | torc
 
 def classify_files(files: Sequence[Path], model_path: str | Path | None = None, mpp: float | None = None,
                    device: str = "cpu", model: AtypicalNet | None = None) -> list[dict[str, Any]]:
-    """One row per file: file, p_atypical, atypical (0/1 at the model's threshold). Every file is read first,
-    so an unreadable one raises before anything is scored."""
+    """One row per file: file, p_atypical, atypical (0/1 at the model's threshold).
+
+    Every file's header is checked first (nothing decoded, no model loaded), so a bad file raises before
+    any work; then crops are decoded and scored ``BATCH`` at a time, never all held in memory at once.
+    """
     if mpp is not None and not (0.01 <= mpp <= 10):
         raise SlideError(f"--mpp {mpp} is not a microscope pixel spacing (0.01-10 µm/px).")
+    for file in files:
+        check_image(file)
     model = model if model is not None else _as_model(model_path)
     cfg = model.config
-    crops = [centre_square(to_spacing(read_rgb(f), mpp, cfg.mpp), cfg.input_px) for f in files]
+    crops = (centre_square(to_spacing(read_rgb(f), mpp, cfg.mpp), cfg.input_px) for f in files)
     scores = _score(model, crops, device)
     return [{"file": str(f), "p_atypical": round(p, 6), "atypical": int(p >= cfg.threshold)}
             for f, p in zip(files, scores)]
@@ -88,18 +95,12 @@ def csv_destination(out: str | Path) -> Path:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
-    """Write the rows to ``out`` through a temporary file beside it, so a failure leaves no partial CSV."""
+    """Write the rows to ``out`` atomically (:mod:`~midog_viewer.formats.atomic`): whole or not at all."""
     out = csv_destination(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise AnnotationFormatError(f"cannot write {out}: {exc.strerror or exc}.") from exc
+    with atomic.open_text(out, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
     return out
 
 

@@ -2,53 +2,72 @@
 
 A crop is read as RGB, resampled by its µm/px to the model's (unknown spacing: taken as the model's),
 and its centre ``input_px`` square is what the network sees. The labelled set is the ``real_mitosis``
-folder layout (``images.csv`` + ``objects.csv``, the rated object at the crop centre); it is split by slide,
-and crops without a slide (AtNorM-MD) by a hash of their file name.
+folder layout (``images.csv`` + ``objects.csv``, the rated object at the crop centre); it is split by slide
+with the detector's rule, so crops without a slide (AtNorM-MD) stay in training.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import SlideError, TrainingError
+from midog_viewer.train.dataset import validation_by_slide
 
-#: Image file endings ``classify-atypical`` picks up inside a folder.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: Sub-folders of ``real_mitosis`` holding 128 px crops centred on a rated mitotic figure.
 CROP_FOLDERS = ("amibr", "atnorm_md")
 #: Extra side (px at the model's spacing) kept around the input square for translation and scale jitter.
 CONTEXT_MARGIN = 16
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; a file that is not an image raises :class:`SlideError`."""
+#: The PIL modes of 8-bit RGB or grey images, which a crop may be.
+_EIGHT_BIT_MODES = ("RGB", "RGBA", "L", "P", "LA", "PA", "CMYK", "YCbCr", "RGBX", "1")
+
+
+def _opened(path: Path, load: bool) -> Any:
+    """The image at ``path``, opened (and decoded if ``load``) and checked: 8-bit, at least 8 x 8 px."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     try:
         with warnings.catch_warnings():  # a large image is refused or read, never a warning on stderr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
-            image.load()
-        with image:
-            if image.mode not in ("RGB", "RGBA", "L", "P", "LA", "PA", "CMYK", "YCbCr", "RGBX", "1"):
-                raise SlideError(f"{path} is a {image.mode} image; only 8-bit RGB or grey crops can be classified.")
-            rgb = np.asarray(image.convert("RGB"))
+            if load:
+                image.load()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise SlideError(f"{path} is not a readable image ({type(exc).__name__}).") from exc
-    if rgb.ndim != 3 or rgb.shape[0] < 8 or rgb.shape[1] < 8:
-        raise SlideError(f"{path} is too small ({rgb.shape[1]}x{rgb.shape[0]} px) to be a crop of a mitosis.")
-    return rgb
+    if image.mode not in _EIGHT_BIT_MODES:
+        image.close()
+        raise SlideError(f"{path} is a {image.mode} image; only 8-bit RGB or grey crops can be classified.")
+    if image.width < 8 or image.height < 8:
+        image.close()
+        raise SlideError(f"{path} is too small ({image.width}x{image.height} px) to be a crop of a mitosis.")
+    return image
+
+
+def check_image(path: str | Path) -> None:
+    """Refuse, from its header alone (nothing decoded), a file :func:`read_rgb` would refuse."""
+    _opened(Path(path), load=False).close()
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; a file that is not an image raises :class:`SlideError`."""
+    path = Path(path)
+    image = _opened(path, load=True)
+    try:
+        with image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise SlideError(f"{path} is not a readable image ({type(exc).__name__}).") from exc
 
 
 def to_spacing(rgb: np.ndarray, mpp: float | None, target_mpp: float) -> torch.Tensor:
@@ -91,9 +110,9 @@ class LabelledCrop:
     mpp: float | None
     atypical: int
 
-    def group(self) -> str:
-        """The unit a split keeps together: the slide, or the file itself when the slide is unknown."""
-        return f"{self.source}|{self.slide}" if self.slide else f"{self.source}|file:{self.file}"
+    def slide_group(self) -> str:
+        """The unit a split keeps together, as the detector's split names it ("" when the slide is unknown)."""
+        return Path(self.slide).stem.lower() if self.slide else ""
 
 
 def labelled_crops(root: str | Path, folders: Sequence[str] = CROP_FOLDERS) -> list[LabelledCrop]:
@@ -123,19 +142,13 @@ def labelled_crops(root: str | Path, folders: Sequence[str] = CROP_FOLDERS) -> l
     return sorted(crops, key=lambda c: c.file)
 
 
-def _unit_hash(text: str, seed: int) -> float:
-    digest = hashlib.sha1(f"{seed}:{text}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def split_crops(crops: Sequence[LabelledCrop], val_fraction: float = 0.2, seed: int = 0
                 ) -> tuple[list[LabelledCrop], list[LabelledCrop]]:
-    """Train and validation crops: whole slides (or single slide-less files) go to one side by a seeded hash."""
-    if not 0.0 < val_fraction < 1.0:
-        raise TrainingError(f"the validation fraction must be in (0, 1), not {val_fraction}.")
-    train, val = [], []
-    for crop in crops:
-        (val if _unit_hash(crop.group(), seed) < val_fraction else train).append(crop)
+    """Train and validation crops by the detector's split rule (:func:`~midog_viewer.train.dataset.validation_by_slide`):
+    whole slides within each source go to one side, and a source without slides (AtNorM-MD) stays in training."""
+    val_index = validation_by_slide([(crop.source, crop.slide_group()) for crop in crops], val_fraction, seed, "crops")
+    train = [crop for i, crop in enumerate(crops) if i not in val_index]
+    val = [crop for i, crop in enumerate(crops) if i in val_index]
     if not train or not val:
         raise TrainingError(f"{len(crops)} crops cannot be split into training and validation; give more crops.")
     for name, part in (("training", train), ("validation", val)):

@@ -25,7 +25,9 @@ from midog_viewer.atypical.augment import AugmentSettings, augment
 from midog_viewer.atypical.data import CONTEXT_MARGIN, LabelledCrop, labelled_crops, load_tensors, split_crops
 from midog_viewer.atypical.metrics import best_threshold, summary
 from midog_viewer.atypical.model import AtypicalConfig, AtypicalNet, predict_proba, save_classifier, with_threshold
+from midog_viewer.detect.torch_file import load_weights_only
 from midog_viewer.errors import TrainingError
+from midog_viewer.formats import atomic
 from midog_viewer.train.progress import ProgressWriter
 from midog_viewer.train.run import epoch_batches
 
@@ -113,6 +115,7 @@ def train_atypical(
     """
     out_dir = Path(out_dir)
     previous = _load_run(Path(resume)) if resume is not None else None
+    state = _load_state(Path(resume)) if resume is not None else None  # checked before run.json is rewritten
     if previous is not None:
         data_root = data_root or previous["data_root"]
         config = config or AtypicalConfig.from_dict(previous["config"])
@@ -134,13 +137,13 @@ def train_atypical(
     record = {
         "data_root": str(root.resolve()), "limit": limit, "config": json.loads(config.to_json()),
         "recipe": recipe.to_dict(), "device": str(torch_device), "resumed_from": str(resume) if resume else None,
-        "split": {"rule": "by slide (source|slide); slide-less crops by a seeded hash of the file name",
+        "split": {"rule": "by slide within each source (train.dataset.validation_by_slide); slide-less sources train",
                   "val_files": [c.file for c in val_crops]},
     }
-    (out_dir / RUN_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
     loop = _Loop(root, train_crops, val_crops, config, recipe, torch_device, out_dir, should_stop, echo)
-    if previous is not None:
-        loop.restore(_load_state(Path(resume)))
+    if state is not None:
+        loop.restore(state)  # a state that does not fit is refused before anything in the run folder changes
+    atomic.write_text(out_dir / RUN_FILE, json.dumps(record, indent=1))
     return loop.run()
 
 
@@ -187,15 +190,14 @@ class _Loop:
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
             self.history = list(state["history"])
-        except (KeyError, RuntimeError, ValueError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise TrainingError(f"the saved training state does not fit this model: {exc}") from exc
 
     def _save_state(self) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                  "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "history": self.history}
-        tmp = self.out_dir / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.out_dir / STATE_FILE)
+        with atomic.open_binary(self.out_dir / STATE_FILE) as handle:
+            torch.save(state, handle)
 
     def _provenance(self, **extra: Any) -> dict[str, Any]:
         return {"trained_by": "midog-viewer train-atypical", "run": str(self.out_dir.resolve()), "step": self.step,
@@ -292,7 +294,7 @@ class _Loop:
         metrics = {"status": status, "epochs_done": self.epoch, "step": self.step,
                    "metric": "balanced accuracy at the validation-chosen threshold; AUROC",
                    "final_tta": final, "history": self.history}
-        (self.out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+        atomic.write_text(self.out_dir / METRICS_FILE, json.dumps(metrics, indent=1))
 
 
 def _load_run(run_dir: Path) -> dict[str, Any]:
@@ -306,7 +308,14 @@ def _load_run(run_dir: Path) -> dict[str, Any]:
 
 
 def _load_state(run_dir: Path) -> dict[str, Any]:
-    try:
-        return torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise TrainingError(f"cannot read the training state in {run_dir}: {exc}") from exc
+    """The saved training state, read as weights only and checked as ``train``'s is; else one TrainingError."""
+    state = load_weights_only(run_dir / STATE_FILE, error=TrainingError)
+    fits = (
+        isinstance(state, dict)
+        and all(isinstance(state.get(k), dict) for k in ("model", "optimizer"))
+        and all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("step", "epoch", "batch_in_epoch"))
+        and isinstance(state.get("history"), list)
+    )
+    if not fits:
+        raise TrainingError(f"{run_dir / STATE_FILE} is not the training state midog-viewer saves.")
+    return state

@@ -17,13 +17,17 @@ slide's pixel size).
 Every file is written atomically (:mod:`~midog_viewer.formats.atomic`) and never over the review database
 itself. In a GeoJSON folder each slide's file is named by its stem; slides whose stems collide (``a.tiff``
 and ``a.png``) are named by their whole file name (``a.tiff.geojson``), and same-named slides of
-different folders also by their id, so no slide's file overwrites another's.
+different folders also by their id, so no slide's file overwrites another's. The formats that name
+slides inside one file (CSV, COCO, SlideRunner, midog-json) follow the same rule from the file name on:
+two slides named ``001.png`` (of different folders) go out as ``001.png.3`` and ``001.png.7`` (their
+ids), so no slide's objects merge into another's or vanish, and the export imports back slide by slide.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,28 +98,29 @@ def export_store(
     protect = atomic.store_files(store.path)
     if fmt != "geojson":
         atomic.check_target(out, protect)
+        named = list(zip(image_names(slides), tables))
     if fmt == "csv":
-        csv_table.write(out, [row for slide, table in tables for row in _csv_rows(slide, table)])
+        csv_table.write(out, [row for name, (_, table) in named for row in _csv_rows(name, table)])
     elif fmt == "coco":
-        midog_coco.write(out, [_image(slide, table) for slide, table in tables], bbox_format)
+        midog_coco.write(out, [_image(name, slide, table) for name, (slide, table) in named], bbox_format)
     elif fmt == "sliderunner":
-        sliderunner.write(out, [_image(slide, table) for slide, table in tables], person=store.reviewer)
+        sliderunner.write(out, [_image(name, slide, table) for name, (slide, table) in named], person=store.reviewer)
     elif fmt == "geojson":
         _write_geojson(out, tables, protect)
     else:
-        gc_points.write_cases(out, {slide.name: _mm_points(slide, table) for slide, table in tables})
+        gc_points.write_cases(out, {name: _mm_points(slide, table) for name, (slide, table) in named})
     return ExportSummary(out, len(slides), total)
 
 
-def _image(slide: Slide, table: ObjectTable) -> ImageAnnotations:
-    return ImageAnnotations(slide.name, slide.width, slide.height, slide.mpp, table.boxes, list(table.label))
+def _image(name: str, slide: Slide, table: ObjectTable) -> ImageAnnotations:
+    return ImageAnnotations(name, slide.width, slide.height, slide.mpp, table.boxes, list(table.label))
 
 
-def _csv_rows(slide: Slide, table: ObjectTable) -> list[dict]:
+def _csv_rows(name: str, table: ObjectTable) -> list[dict]:
     centres = table.centres
     return [
         {
-            "slide": slide.name, "kind": table.kind[i], "id": int(table.id[i]),
+            "slide": name, "kind": table.kind[i], "id": int(table.id[i]),
             "x1": table.x1[i], "y1": table.y1[i], "x2": table.x2[i], "y2": table.y2[i],
             "cx": centres[i, 0], "cy": centres[i, 1], "label": table.label[i],
             "score": "" if math.isnan(table.score[i]) else table.score[i],
@@ -141,14 +146,31 @@ def _mm_points(slide: Slide, table: ObjectTable) -> list[gc_points.PointPredicti
     ]
 
 
+def _distinct(
+    slides: list[Slide], names: list[str], fallbacks: list[Callable[[Slide], str]], fold: Callable[[str], str], what: str
+) -> list[str]:
+    """Names that collide (after ``fold``) give way to the next fallback: the file name, then name and slide id."""
+    for fallback in fallbacks:
+        seen = Counter(fold(name) for name in names)
+        names = [fallback(s) if seen[fold(name)] > 1 else name for s, name in zip(slides, names)]
+    if len({fold(name) for name in names}) != len(names):
+        raise AnnotationFormatError(f"these slides' names give no distinct {what}; export them one by one.")
+    return names
+
+
+def _with_id(slide: Slide) -> str:
+    return f"{slide.name}.{slide.id}"
+
+
+def image_names(slides: list[Slide]) -> list[str]:
+    """One distinct image name per slide inside one export file: the file name, else the name and the slide id."""
+    return _distinct(slides, [slide.name for slide in slides], [_with_id], str, "image names")
+
+
 def geojson_file_names(slides: list[Slide]) -> list[str]:
     """One distinct ``.geojson`` name per slide: the stem, else the file name, else the name and the slide id."""
-    names = [Path(slide.name).stem for slide in slides]
-    for fallback in (lambda s: s.name, lambda s: f"{s.name}.{s.id}"):
-        seen = Counter(name.lower() for name in names)  # distinct on case-blind file systems too
-        names = [fallback(s) if seen[name.lower()] > 1 else name for s, name in zip(slides, names)]
-    if len({name.lower() for name in names}) != len(names):
-        raise AnnotationFormatError("these slides' names give no distinct GeoJSON file names; export them one by one.")
+    names = _distinct(slides, [Path(slide.name).stem for slide in slides], [lambda s: s.name, _with_id],
+                      str.lower, "GeoJSON file names")  # distinct on case-blind file systems too
     return [f"{name}.geojson" for name in names]
 
 

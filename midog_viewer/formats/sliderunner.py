@@ -14,6 +14,7 @@ writing); each annotation is a spot at its box centre, as in MIDOG.sqlite.
 
 from __future__ import annotations
 
+import errno
 import random
 import sqlite3
 import time
@@ -185,7 +186,9 @@ def _sliderunner_functions(db: sqlite3.Connection) -> None:
 def write(path: str | Path, images: list[ImageAnnotations], person: str = "midog-viewer") -> None:
     """Write boxes per image as a SlideRunner database with MIDOG.sqlite's schema (spots at box centres).
 
-    The database is built in memory and its bytes replace ``path`` atomically: nothing else is ever left.
+    The database is built in memory and copied with ``Connection.backup`` (Python 3.10 has no ``serialize``)
+    into :func:`~midog_viewer.formats.atomic.replace_file`'s temporary file, without a journal, so it replaces
+    ``path`` atomically and nothing else is ever left.
     """
     labels = [MITOTIC_FIGURE, HARD_NEGATIVE] + sorted(
         {lab for image in images for lab in image.labels} - {MITOTIC_FIGURE, HARD_NEGATIVE}
@@ -216,7 +219,21 @@ def write(path: str | Path, images: list[ImageAnnotations], person: str = "midog
                 )
                 db.execute("INSERT INTO Annotations_label(person, class, annoId) VALUES (1, ?, ?)", (class_ids[label], anno))
         db.execute("COMMIT")
-        data = db.serialize()
+        atomic.replace_file(path, lambda temp: _copy_database(db, temp))
     finally:
         db.close()
-    atomic.write_bytes(path, data)
+
+
+def _copy_database(db: sqlite3.Connection, temp: Path) -> None:
+    """Copy ``db`` into the new file ``temp`` (no journal beside it); SQLite's errors become OS errors."""
+    try:
+        target = sqlite3.connect(temp, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise OSError(errno.EIO, str(exc)) from exc
+    try:
+        target.execute("PRAGMA journal_mode=OFF")
+        db.backup(target)
+    except sqlite3.Error as exc:
+        raise OSError(errno.EIO, str(exc)) from exc
+    finally:
+        target.close()

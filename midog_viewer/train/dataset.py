@@ -350,21 +350,35 @@ def slide_group(image: LabelledImage) -> str:
 def split_by_slide(
     images: Sequence[LabelledImage], val_fraction: float = 0.2, seed: int = 0
 ) -> tuple[list[LabelledImage], list[LabelledImage]]:
-    """A reproducible random split by slide, within each source: no slide has images on both sides.
+    """A reproducible random split by slide, within each source: no slide has images on both sides (see
+    :func:`validation_by_slide`)."""
+    val_index = validation_by_slide([(image.source, slide_group(image)) for image in images], val_fraction, seed)
+    val = [im for i, im in enumerate(images) if i in val_index]
+    train = [im for i, im in enumerate(images) if i not in val_index]
+    _check_split(train, val, "the split by slide")
+    return train, val
 
-    Images of unknown slide form one group per source (they may share slides). In each source, slide
+
+def validation_by_slide(
+    keys: Sequence[tuple[str, str]], val_fraction: float = 0.2, seed: int = 0, noun: str = "images"
+) -> set[int]:
+    """Which items go to validation, given each item's (source, slide group); the detector's and the atypical
+    classifier's one split rule.
+
+    Items of unknown slide (group "") form one group per source (they may share slides). In each source, slide
     groups are drawn into validation in a seeded random order until it holds ``val_fraction`` of that
-    source's images; a group that alone would overshoot that share twice over stays in training. So every
-    source with several slides is validated on, and none leaks.
+    source's items; a group that alone would overshoot that share twice over stays in training (so a source
+    whose items all lack a slide is kept wholly in training). So every source with several slides is
+    validated on, and none leaks.
     """
     if not 0.0 < val_fraction < 1.0:
         raise TrainingError(f"the validation fraction must be between 0 and 1, got {val_fraction}.")
     by_source: dict[str, dict[str, list[int]]] = {}
-    for i, image in enumerate(images):
-        by_source.setdefault(image.source, {}).setdefault(slide_group(image), []).append(i)
+    for i, (source, group) in enumerate(keys):
+        by_source.setdefault(source, {}).setdefault(group, []).append(i)
     if sum(len(groups) for groups in by_source.values()) < 2:
         raise TrainingError(
-            f"all {len(images)} images belong to one slide group: give a slide column so they can be split by slide."
+            f"all {len(keys)} {noun} belong to one slide group: give a slide column so they can be split by slide."
         )
     rng = random.Random(seed)
     side: dict[str, bool] = {}  # slide group -> in validation; a slide met in two sources stays on one side
@@ -382,10 +396,7 @@ def split_by_slide(
                 taken += len(groups[name]) if side[key] else 0
             if side[key]:
                 val_index.update(groups[name])
-    val = [im for i, im in enumerate(images) if i in val_index]
-    train = [im for i, im in enumerate(images) if i not in val_index]
-    _check_split(train, val, "the split by slide")
-    return train, val
+    return val_index
 
 
 def _check_split(train: Sequence[LabelledImage], val: Sequence[LabelledImage], what: str) -> None:

@@ -21,13 +21,13 @@ import numpy as np
 
 from midog_viewer.classes import CLASS_NAMES, canonical_class
 from midog_viewer.errors import MidogError, TrainingError
+from midog_viewer.io import IMAGE_SUFFIXES
 from midog_viewer.train.dataset import DEFAULT_MPP, LabelledImage
 
 #: Side of the box a labelled centre becomes, in µm (MIDOG: 50 px boxes at 0.25 µm/px).
 MIDOG_BOX_UM = 12.5
 #: Images with at most this many pixels are read once and held in memory.
 IN_MEMORY_PIXELS = 1024 * 1024
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _IMAGE_COLUMNS = ("image", "file", "file_name", "filename", "image_name")
 _CLASS_COLUMNS = ("label", "class", "category", "classification")
 

@@ -6,6 +6,7 @@ import csv
 import errno
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -81,7 +82,19 @@ def test_a_full_disk_mid_export_keeps_the_previous_export(store, tmp_path, fmt, 
             return getattr(self.handle, name)
 
     monkeypatch.setattr("midog_viewer.formats.atomic.os.fdopen", lambda *a, **k: Full(real_write(*a, **k)))
-    with pytest.raises(AnnotationFormatError, match="No space left on device"):
+    real_connect = sqlite3.connect
+
+    class FullDatabase(sqlite3.Connection):
+        """SQLite's word for ENOSPC, after the first page of the SlideRunner copy has gone to disk."""
+
+        def backup(self, target, **kwargs):
+            def fill(status, remaining, total):
+                raise sqlite3.OperationalError("database or disk is full")
+
+            super().backup(target, pages=1, progress=fill)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=FullDatabase, **k))
+    with pytest.raises(AnnotationFormatError, match="No space left on device|database or disk is full"):
         export_store(store, fmt, out, selection="reviewed")
     assert out.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "r.sqlite", "r.sqlite-wal", "r.sqlite-shm"])
@@ -145,3 +158,24 @@ def test_an_overwritten_csv_export_is_complete(store, tmp_path):
     export_store(store, "csv", out)
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 6 and {r["slide"] for r in rows} == {"a.tiff", "a.png", "b.svs"}
+
+
+def test_same_named_slides_of_different_folders_keep_their_objects_in_every_format(tmp_path):
+    """Two ``001.png`` slides: each format names them apart (GeoJSON's rule), and each imports back whole."""
+    with ReviewStore(tmp_path / "r.sqlite") as store:
+        for folder, x in (("one", 0), ("two", 500)):
+            slide_id = store.add_slide(tmp_path / folder / "001.png", 0.25, 1000, 1000)
+            store.add_annotations(slide_id, np.array([[x, 0, x + 50, 50]]), ["mitotic figure"], "gt.json")
+        ids = [slide.id for slide in store.slides()]
+        expected = {f"001.png.{ids[0]}": [0.0], f"001.png.{ids[1]}": [500.0]}
+        summary = export_store(store, "midog-json", tmp_path / "pred.json")
+        doc = json.loads((tmp_path / "pred.json").read_text())
+        assert summary.slides == len(doc) == 2
+        assert {name: [p["point"][0] * 1000 / 0.25 for p in case["points"]] for name, case in doc.items()} \
+            == {name: [x + 25] for name, (x,) in expected.items()}
+        for fmt, name in (("coco", "o.json"), ("sliderunner", "o.sqlite"), ("csv", "o.csv")):
+            export_store(store, fmt, tmp_path / name)
+            with ReviewStore(tmp_path / f"back-{fmt}.sqlite") as back:
+                import_file(back, tmp_path / name)
+                got = {slide.name: back.objects(slide.id).x1.tolist() for slide in back.slides()}
+            assert got == expected, fmt

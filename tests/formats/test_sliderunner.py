@@ -66,3 +66,37 @@ def test_faults_name_the_row(tmp_path):
     other.close()
     with pytest.raises(AnnotationFormatError, match="table Slides lacks"):
         sliderunner.read(tmp_path / "other.sqlite")
+
+
+class _Python310Connection(sqlite3.Connection):
+    """A connection as Python 3.10 has it: no ``serialize``."""
+
+    def __getattribute__(self, name):
+        if name == "serialize":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def test_write_needs_no_serialize_which_python_3_10_lacks(tmp_path, monkeypatch):
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=_Python310Connection, **k))
+    (tmp_path / "out.sqlite").write_bytes(b"old")
+    sliderunner.write(tmp_path / "out.sqlite", IMAGES)
+    monkeypatch.undo()
+    images = sliderunner.read(tmp_path / "out.sqlite")
+    assert [image.name for image in images] == ["a.tiff", "b.tiff"] and len(images[0]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.sqlite"]  # no journal, no temporary file
+
+
+def test_a_failed_copy_leaves_the_old_file_and_nothing_else(tmp_path, monkeypatch):
+    class FailingBackup(sqlite3.Connection):
+        def backup(self, *args, **kwargs):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, factory=FailingBackup, **k))
+    (tmp_path / "out.sqlite").write_bytes(b"old")
+    with pytest.raises(AnnotationFormatError, match="disk is full"):
+        sliderunner.write(tmp_path / "out.sqlite", IMAGES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.sqlite"]
+    assert (tmp_path / "out.sqlite").read_bytes() == b"old"
