@@ -103,8 +103,9 @@ def gather(spec: DataSpec) -> Split:
         raise TrainingError(NO_DATA)
     if spec.coco is not None and spec.points is not None:
         raise TrainingError("give --coco or --points, not both: each names the images of --images.")
-    if (spec.coco is not None or spec.points is not None) and spec.images is None:
-        raise TrainingError("--coco and --points need --images, the folder that holds the images they name.")
+    for option, given in (("--coco", spec.coco), ("--points", spec.points)):
+        if given is not None and spec.images is None:
+            raise TrainingError(f"{option} needs --images, the folder that holds the images it names.")
     if spec.image_table is not None and spec.points is None:
         raise TrainingError("--image-table describes the images of a --points file; none was given.")
     if spec.split is not None and spec.coco is None:

@@ -138,7 +138,7 @@ def test_gather_splits_points_by_slide(crop_set):
     split = gather(DataSpec(points=str(points), images=str(images_dir), image_table=str(table), val_fraction=0.25))
     assert not {im.slide for im in split.train} & {im.slide for im in split.val}
     assert split.summary()["train_images"] + split.summary()["val_images"] == 13
-    with pytest.raises(TrainingError, match="need --images"):
+    with pytest.raises(TrainingError, match="--points needs --images"):
         gather(DataSpec(points=str(points)))
     with pytest.raises(TrainingError, match="--image-table describes"):
         gather(DataSpec(coco="x.json", images=str(images_dir), image_table=str(table)))
