@@ -186,9 +186,10 @@ def _sliderunner_functions(db: sqlite3.Connection) -> None:
 def write(path: str | Path, images: list[ImageAnnotations], person: str = "midog-viewer") -> None:
     """Write boxes per image as a SlideRunner database with MIDOG.sqlite's schema (spots at box centres).
 
-    The database is built in memory and copied with ``Connection.backup`` (Python 3.10 has no ``serialize``)
-    into :func:`~midog_viewer.formats.atomic.replace_file`'s temporary file, without a journal, so it replaces
-    ``path`` atomically and nothing else is ever left.
+    The database is built in memory, then serialised into an atomic write (an unnamed temporary file: a kill
+    at any moment leaves the old file or the new one and nothing else). Python 3.10 has no ``serialize``: there
+    it is copied with ``Connection.backup`` into :func:`~midog_viewer.formats.atomic.replace_file`'s hidden
+    temporary file, without a journal.
     """
     labels = [MITOTIC_FIGURE, HARD_NEGATIVE] + sorted(
         {lab for image in images for lab in image.labels} - {MITOTIC_FIGURE, HARD_NEGATIVE}
@@ -219,7 +220,10 @@ def write(path: str | Path, images: list[ImageAnnotations], person: str = "midog
                 )
                 db.execute("INSERT INTO Annotations_label(person, class, annoId) VALUES (1, ?, ?)", (class_ids[label], anno))
         db.execute("COMMIT")
-        atomic.replace_file(path, lambda temp: _copy_database(db, temp))
+        if hasattr(db, "serialize"):  # Python >= 3.11: the bytes go through an unnamed temporary file
+            atomic.write_bytes(path, db.serialize())
+        else:  # Python 3.10: a named temporary file (a kill at the wrong instant leaves it, swept next time)
+            atomic.replace_file(path, lambda temp: _copy_database(db, temp))
     finally:
         db.close()
 

@@ -100,11 +100,11 @@ def test_report_is_replaced_atomically_and_leaves_nothing_behind(tmp_path, monke
     assert tuple(rows[0]) == COLUMNS and [r["status"] for r in rows] == ["done", "failed"]
     before = report.read_bytes()
 
-    def refuse(*args):
+    def refuse(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("midog_viewer.batch.report.os.replace", refuse)
-    with pytest.raises(OSError):
+    monkeypatch.setattr("midog_viewer.formats.atomic.os.replace", refuse)  # the report goes through atomic
+    with pytest.raises((OSError, MidogError)):
         write_report(report, [SlideRow("c.svs", "done")])
     assert report.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["report.csv"]

@@ -30,7 +30,7 @@ def two_001(tmp_path):
             image = tmp_path / folder / "001.png"
             image.write_bytes(folder.encode())
             slide_id = store.add_slide(image, 0.25, 1000, 1000)
-            boxes = np.array([[10 * i, 10, 10 * i + 50, 60] for i in range(n)], float)
+            boxes = np.array([[100 * i, 10, 100 * i + 50, 60] for i in range(n)], float)  # distinct cells
             store.add_annotations(slide_id, boxes, ["mitotic figure"] * n, "ground truth")
             paths.append(str(image.resolve()))
     return db, paths

@@ -89,7 +89,7 @@ def test_write_needs_no_serialize_which_python_3_10_lacks(tmp_path, monkeypatch)
 
 
 def test_a_failed_copy_leaves_the_old_file_and_nothing_else(tmp_path, monkeypatch):
-    class FailingBackup(sqlite3.Connection):
+    class FailingBackup(_Python310Connection):  # the backup path, as Python 3.10 takes it
         def backup(self, *args, **kwargs):
             raise sqlite3.OperationalError("database or disk is full")
 
