@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,14 @@ def _few_torch_threads():
         return
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+
+
+@pytest.fixture
+def full_device(tmp_path):
+    """A character device like /dev/full: as root a clone in tmp_path (so a regression cannot replace the real
+    one), as a user /dev/full itself (which only root could replace)."""
+    if os.geteuid() != 0:
+        return Path("/dev/full")
+    device = tmp_path / "full-device"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    return device

@@ -77,17 +77,6 @@ def readonly_folder(tmp_path):
     folder.chmod(0o755)
 
 
-@pytest.fixture
-def full_device(tmp_path):
-    """A character device like /dev/full: as root a clone in tmp_path (so a regression cannot replace the real
-    one), as a user /dev/full itself (which only root could replace)."""
-    if os.geteuid() != 0:
-        return Path("/dev/full")
-    device = tmp_path / "full-device"
-    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
-    return device
-
-
 # -- item 1: an export onto the database ------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["csv", "coco", "sliderunner", "geojson", "midog-json"])

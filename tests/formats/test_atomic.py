@@ -19,17 +19,6 @@ def listing(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.fixture
-def full_device(tmp_path):
-    """A character device like /dev/full: as root a clone in tmp_path (so a regression cannot replace the real
-    one), as a user /dev/full itself (which only root could replace)."""
-    if os.geteuid() != 0:
-        return Path("/dev/full")
-    device = tmp_path / "full-device"
-    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
-    return device
-
-
 def test_a_write_replaces_the_file_keeps_its_mode_and_leaves_nothing_else(tmp_path):
     target = tmp_path / "out.csv"
     target.write_text("old")

@@ -29,17 +29,6 @@ def store(tmp_path):
         yield store
 
 
-@pytest.fixture
-def full_device(tmp_path):
-    """A character device like /dev/full: as root a clone in tmp_path (so a regression cannot replace the real
-    one), as a user /dev/full itself (which only root could replace)."""
-    if os.geteuid() != 0:
-        return Path("/dev/full")
-    device = tmp_path / "full-device"
-    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 7))
-    return device
-
-
 def _out(tmp_path, fmt):
     return tmp_path / ("out-folder" if fmt == "geojson" else f"out.{fmt}")
 
