@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     threshold = float(detector.info.config.score_threshold if args.score_thr is None else args.score_thr)
 
     started = time.perf_counter()
-    predictions = predict_images(detector.model, split.val, "cpu")
+    # As the model was trained (and as `detect` runs it): with or without Macenko, as its checkpoint says.
+    stain = detector.stain_normalize
+    predictions = predict_images(detector.model, split.val, "cpu", stain_normalise=stain)
     crop_seconds = time.perf_counter() - started
     overall = field_scores(split.val, predictions, threshold, REFERENCE_MITOSES_PER_MM2)
     per_source = field_scores_by_source(split.val, predictions, threshold, REFERENCE_MITOSES_PER_MM2)
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if not crops:
             continue
         built = mosaics(crops)
-        found = predict_images(detector.model, [m for m, _ in built], "cpu")
+        found = predict_images(detector.model, [m for m, _ in built], "cpu", stain_normalise=stain)
         scores = midog_scores([m for m, _ in built], found, threshold)
         mosaic_rows[source] = {
             "crops": len(crops),
