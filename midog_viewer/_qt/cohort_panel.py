@@ -26,10 +26,12 @@ class CohortPanel(QGroupBox):
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectRows)
         self.table.cellDoubleClicked.connect(self._on_double_click)
+        self.table.setVisible(False)  # shown once listed, so the counts above keep their room until then
         layout.addWidget(self.table)
         self._paths: list[str] = []
 
     def show_rows(self, rows: list[dict]) -> None:
+        self.table.setVisible(True)
         self.table.setRowCount(len(rows))
         self._paths = [r["path"] for r in rows]
         for i, r in enumerate(rows):
