@@ -10,21 +10,17 @@ A thin skin: detection is :class:`~midog_viewer.detect.engine.Detector` run in a
 
 from __future__ import annotations
 
-import functools
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 from napari.layers import Image, Shapes
-from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
     QAbstractButton,
     QAbstractSlider,
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -35,29 +31,27 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt.utils import thread_worker
 
+from midog_viewer._qt import notify
 from midog_viewer._qt.cohort_panel import CohortPanel
 from midog_viewer._qt.counts_panel import CountsPanel
 from midog_viewer._qt.overlay import ReviewOverlay
+from midog_viewer._qt.notify import NO_SLIDE
+from midog_viewer._qt.notify import reports_errors as _reports_errors
 from midog_viewer._qt.overlay_model import DoneRegions, box_at, reading_order, step_in_order, view_region
+from midog_viewer._qt.review_detection import DETECTION_FLOOR, ModelAndDetection, rgba_for
+from midog_viewer._qt.review_fields import FieldsAndFiles
 from midog_viewer._qt.review_session import IDLE_CHECKPOINT_S, ReviewSession, open_default_store
 from midog_viewer.classes import MITOTIC_FIGURE
-from midog_viewer.errors import MidogError
 from midog_viewer.review.cohort import cohort_rows
-from midog_viewer.review.counts import hpf_size_px, write_counts_csv
-from midog_viewer.review.status import Status, colour_for
+from midog_viewer.review.status import Status
 from midog_viewer.review.store import ReviewStore
 
-#: The detector keeps candidates down to this score; the slider only chooses which are drawn and counted.
-DETECTION_FLOOR = 0.1
 DEFAULT_THRESHOLD = 0.5
 #: Quiet time after the last pan or zoom before "auto-detect" analyses the view (ms).
 SETTLE_MS = 400
 #: Time after a decision before the counts are recomputed, so the key press itself stays instant (ms).
 COUNTS_DELAY_MS = 150
-_RGBA = {"yellow": (1.0, 1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0, 1.0)}
-_HIDDEN = (0.0, 0.0, 0.0, 0.0)
 KEY_HELP = (
     "<b>Keys</b> (canvas focused): <b>A</b> accept · <b>R</b> reject · <b>H</b> hard negative · "
     "<b>Space</b>/<b>N</b> next pending · <b>P</b> previous · <b>Ctrl+Z</b> undo · <b>Ctrl+Shift+Z</b> redo · "
@@ -65,81 +59,7 @@ KEY_HELP = (
 )
 
 
-def rgba_for(status: str) -> tuple[float, float, float, float]:
-    """Border colour of a status: the review core's colour, transparent for deleted objects."""
-    return _HIDDEN if status == Status.DELETED.value else _RGBA[colour_for(status)]
-
-
-def keep_triton_out() -> None:
-    """Make ``import triton`` fail (ImportError) unless it was loaded before napari's OpenGL context.
-
-    torch's CUDA build imports triton lazily (torchvision ops); triton and Mesa's llvmpipe each bring an
-    LLVM, and loading triton after the GL context exists crashes the process (``_qt/viewer.py`` loads it
-    first on the command-line path). When the dock is opened from a napari started some other way it is
-    too late for that, so torch carries on without triton, which eager inference does not need.
-    """
-    if "triton" not in sys.modules:
-        sys.modules["triton"] = None
-
-
-def _reports_errors(method):
-    """Turn bad input (:class:`MidogError`) in a handler into one napari notification."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except MidogError as exc:
-            show_error(str(exc))
-            return None
-
-    return wrapper
-
-
-def _bounding_rectangle(vertices: np.ndarray) -> tuple[float, float, float, float]:
-    """(x, y, w, h) of a shape's (row, column) vertices."""
-    (y0, x0), (y1, x1) = np.min(vertices, axis=0)[-2:], np.max(vertices, axis=0)[-2:]
-    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
-
-
-def _figures(session: ReviewSession, reader: ReviewStore, view, hpf, hpf_mm2: float, threshold: float) -> dict:
-    """Everything the counts panel shows, read through ``reader`` (its own connection: in WAL mode it
-    never blocks the decisions the GUI thread writes meanwhile). Runs in a worker thread."""
-
-    def totals(region):
-        counts = session.counts(region, hpf_mm2, store=reader)
-        return {**counts.totals, "pending": session.pending_count(threshold, region)}
-
-    return {
-        "session": session,
-        "view": None if view is None else totals(view),
-        "hpf": None if hpf is None else totals(hpf),
-        "image": totals(None),
-        # the score uses the HPFs the reviewer marked when there are any, else the hotspot
-        "score": session.counts(None, hpf_mm2, use_drawn=True, store=reader),
-        "f1": session.evaluation(threshold, view, store=reader)[0] if session.has_ground_truth() else None,
-    }
-
-
-class DetectionFailed(Exception):
-    """A detection worker's exception, carried to the GUI thread."""
-
-
-def _surfacing_errors(batches):
-    """Run the detector's generator in the worker, re-raising RuntimeError (what torch raises) as
-    :class:`DetectionFailed`: superqt takes a RuntimeError for a deleted worker and only warns, which
-    would leave the widget waiting for a run that is over."""
-    try:
-        yield from batches
-    except RuntimeError as exc:
-        raise DetectionFailed(str(exc)) from exc
-
-
-#: What a key or button says when no slide is open.
-NO_SLIDE = "Open a slide or the synthetic sample first (File ▸ Open, or File ▸ Open Sample ▸ midog-viewer)."
-
-
-class ReviewWidget(QWidget):
+class ReviewWidget(ModelAndDetection, FieldsAndFiles, QWidget):
     """Dock widget of the review workflow (contributed to napari as "Mitosis review").
 
     ``detector`` and ``store`` default to the built-in demo model and the per-user review database
@@ -302,7 +222,7 @@ class ReviewWidget(QWidget):
     def open_slide_at_hotspot(self, path: str) -> None:
         """Open a slide of the cohort with our reader and centre the view on its hotspot."""
         if not Path(path).exists():
-            show_error(f"{path} is not there any more (moved or on a disk not mounted).")
+            notify.show_error(f"{path} is not there any more (moved or on a disk not mounted).")
             return
         self.viewer.open(path, plugin="midog-viewer")
         self.go_to_hotspot()
@@ -341,44 +261,6 @@ class ReviewWidget(QWidget):
         if self._store is None:
             self._store = open_default_store()
         return self._store
-
-    @_reports_errors
-    def _load_model(self, path: str | None, mmdet_config: str | None, chosen: bool = True) -> None:
-        keep_triton_out()
-        from midog_viewer.detect.engine import Detector
-
-        self.detector = Detector(path, score_thr=DETECTION_FLOOR, mmdet_config=mmdet_config)
-        self._model_chosen = chosen
-        self.model_label = str(self.detector.info.path)
-        # Start from the model's operating point (chosen on validation when it was trained here).
-        operating = min(max(self.detector.info.config.score_threshold, DETECTION_FLOOR), 1.0)
-        self.threshold.setValue(round(operating * 100))
-        self._show_model()
-
-    def use_model(self, path: str) -> None:
-        """Make the checkpoint at ``path`` the active model (the training panel's "Use this model")."""
-        self._load_model(path, None)
-
-    def _show_model(self) -> None:
-        name = Path(self.model_label).name if self.detector is not None else "no model loaded"
-        tissue = getattr(self.detector, "tissue", None)
-        self.model_name.setText(f"Model: {name}" + (f"\nTrained on {tissue.tissue}" if tissue is not None else ""))
-        self.model_name.setToolTip(self.model_label)
-        device = getattr(self.detector, "device_name", "–") if self.detector is not None else "–"
-        self.device_name.setText(f"Device: {device}")
-
-    def _choose_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load a midog-viewer checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth)")
-        if path:
-            self._load_model(path, None)
-
-    def _choose_mmdet(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load an MMDetection checkpoint", "", "mmdet checkpoints (*.pth)")
-        if not path:
-            return
-        config, _ = QFileDialog.getOpenFileName(self, "Its MMDetection config", "", "Python config (*.py)")
-        if config:
-            self._load_model(path, config)
 
     # -- slide ----------------------------------------------------------------------------------
 
@@ -430,29 +312,6 @@ class ReviewWidget(QWidget):
     @property
     def slide(self):
         return None if self.slide_layer is None else self.slide_layer.metadata["slide"]
-
-    def _pick_model_for(self, path) -> None:
-        """Unless the user chose a model, load the shipped one made for this image (real tissue or the sample)."""
-        if self._model_chosen:
-            return
-        from midog_viewer.detect.models import default_model_for
-
-        wanted = default_model_for(path).path
-        if self.detector is None or Path(self.detector.info.path) != wanted:
-            self._load_model(str(wanted), None, chosen=False)
-
-    def _warn_if_synthetic_model(self) -> None:
-        """Once per model and slide: a model that learnt synthetic fields only finds nothing real on real tissue."""
-        from midog_viewer.detect.models import is_synthetic_image
-
-        tissue = getattr(self.detector, "tissue", None)
-        if tissue is None or not tissue.synthetic or is_synthetic_image(self.slide.path):
-            return
-        key = (self.model_label, str(self.slide.path))
-        if key not in self._synthetic_warned:
-            self._synthetic_warned.add(key)
-            show_warning(f"{tissue.name} learnt {tissue.tissue}: on this real slide its boxes are not mitoses. "
-                         "Load a model trained on real tissue.")
 
     # -- geometry -------------------------------------------------------------------------------
 
@@ -540,150 +399,6 @@ class ReviewWidget(QWidget):
     def _on_threshold(self, _value: int) -> None:
         self.rebuild_overlay()
         self.schedule_counts()
-
-    # -- detection ------------------------------------------------------------------------------
-
-    def _model_key(self) -> str:
-        return f"{self.model_label}|stain={getattr(self.detector, 'stain_normalize', None)}"
-
-    def detect_visible(self, wait: bool = False) -> None:
-        """Analyse the part of the view not yet analysed by this model."""
-        region = self.visible_region()
-        if region is None:
-            show_info(NO_SLIDE)
-            return
-        self.detect_region(self.done_regions.missing(self._model_key(), region, (self.slide.width, self.slide.height)),
-                           wait=wait)
-
-    def detect_whole(self, wait: bool = False) -> None:
-        """Analyse the whole image (with progress; Cancel or Esc stops it)."""
-        if self.slide is None:
-            show_info(NO_SLIDE)
-            return
-        self.detect_region((0, 0, self.slide.width, self.slide.height), wait=wait, tissue_only=True)
-
-    @_reports_errors
-    def detect_region(
-        self, region: tuple[int, int, int, int] | None, wait: bool = False, tissue_only: bool = False
-    ) -> None:
-        """Run the detector on a level-0 region; batches are stored and drawn as they come.
-
-        ``wait=True`` runs in the calling thread (scripts, tests); otherwise a napari thread worker.
-        ``tissue_only`` (the whole image) searches only tiles that hold tissue and records the tissue fraction.
-        """
-        if self.session is None or region is None:
-            return
-        if self.detector is None:
-            show_error("No detection model is loaded; load a checkpoint first.")
-            return
-        self.cancel_detection()
-        self._warn_if_synthetic_model()
-        zoom_for = getattr(self.detector, "zoom_for", None)
-        zoom = zoom_for(self.slide) if zoom_for is not None else 1.0
-        tissue_fraction, tile_filter = None, None
-        if tissue_only:
-            from midog_viewer.detect.tissue import detect_tissue, tissue_filter
-
-            tissue = detect_tissue(self.slide)
-            tissue_fraction, tile_filter = tissue.fraction, tissue_filter(tissue)
-        self._run_id = self.session.start_run(
-            self.model_label, {"region": list(map(int, region)), "score_thr": DETECTION_FLOOR,
-                               "operating_thr": self.score_threshold,
-                               "stain_normalize": getattr(self.detector, "stain_normalize", None),
-                               "resample_zoom": zoom, "tissue_fraction": tissue_fraction},
-        )
-        self._cancel = threading.Event()
-        self._running_region = region
-        resampled = "" if zoom == 1.0 else f" (tiles resampled x{zoom:.2f} to the model's {self.detector.model_mpp:.2f} µm/px)"
-        searched = "" if tissue_fraction is None else f", tissue {tissue_fraction:.0%} of the image"
-        self._set_running(True, f"Detecting in {region[2]}×{region[3]} px{resampled}{searched}…")
-        batches = self.detector.iter_detect(self.slide, region, cancel=self._cancel, tile_filter=tile_filter)
-        if wait:
-            try:
-                for progress in batches:
-                    self._on_batch(progress)
-            except MidogError:
-                self._set_running(False, "Detection failed.")
-                raise
-            self._on_finished()
-            return
-        self.worker = thread_worker(_surfacing_errors, start_thread=False, ignore_errors=True)(batches)
-        self.worker.yielded.connect(self._on_batch)
-        self.worker.errored.connect(self._on_worker_error)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.start()
-
-    def _on_batch(self, progress) -> None:
-        found = progress.detections
-        keys = self.session.add_detections(self._run_id, found.boxes, found.scores, found.label_names())
-        if len(keys):
-            self._append(keys)
-        self.progress.setRange(0, max(1, progress.total))
-        self.progress.setValue(progress.done)
-
-    def _append(self, keys: np.ndarray) -> None:
-        rows = np.array([self.session.row_of(k) for k in keys])
-        t = self.session.table.select(rows)
-        shown = self.session.visible_mask(self.score_threshold)[rows]
-        hard_negative = self.session.is_hard_negative_prediction()[rows]
-        for box_layer, mask in ((self.overlay.predictions, shown & ~hard_negative),
-                                (self.overlay.hard_negatives, shown & hard_negative)):
-            if mask.any():
-                box_layer.append_boxes(keys[mask], t.boxes[mask], np.array([rgba_for(s) for s in t.status[mask]]),
-                                       t.score[mask], list(t.label[mask]), list(t.status[mask]))
-        self.schedule_counts()
-
-    def _on_finished(self) -> None:
-        cancelled = self._cancel is not None and self._cancel.is_set()
-        if not cancelled and self._running_region is not None and self.slide is not None:
-            self.done_regions.mark_done(self._model_key(), self._running_region, (self.slide.width, self.slide.height))
-        if self._evaluation_colours():
-            self.rebuild_overlay()
-        self._set_running(False, "Detection cancelled." if cancelled else "Detection done.")
-        self._show_progress()
-        self.worker = None
-        self._running_region = None
-
-    def _on_worker_error(self, exc: Exception) -> None:
-        message = str(exc) if isinstance(exc, MidogError) else f"detection failed: {exc}"
-        show_error(message)
-        self._set_running(False, "Detection failed.")
-        self.worker = None
-
-    def _set_running(self, running: bool, message: str) -> None:
-        self.detect_view_button.setEnabled(not running)
-        self.detect_all_button.setEnabled(not running)
-        self.load_button.setEnabled(not running)
-        self.load_mmdet_button.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
-        if running:
-            self.progress.setRange(0, 0)  # busy until the first batch says how many tiles
-        self.status.setText(message)
-
-    def cancel_detection(self) -> None:
-        """Stop a running detection after its current batch."""
-        if self._cancel is not None:
-            self._cancel.set()
-        if self.worker is not None:
-            self.worker.quit()
-
-    def is_running(self) -> bool:
-        return self.worker is not None
-
-    def _on_camera(self, _event=None) -> None:
-        if self.session is None:
-            return
-        self._settle.start()
-        if self._running_region is not None and self.worker is not None:
-            view = self.visible_region()
-            x, y, w, h = self._running_region
-            if view is None or view[0] >= x + w or view[1] >= y + h or view[0] + view[2] <= x or view[1] + view[3] <= y:
-                self.cancel_detection()  # moved away: the rest of that region is not wanted now
-
-    def _on_view_settled(self) -> None:
-        self.schedule_counts()
-        if self.auto_detect.isChecked() and self.worker is None:
-            self.detect_visible()
 
     # -- review ---------------------------------------------------------------------------------
 
@@ -810,215 +525,6 @@ class ReviewWidget(QWidget):
         rows = np.flatnonzero(self.session.visible_mask(self.score_threshold))
         hit = box_at(self.session.table.boxes[rows], x, y)
         self.select(None if hit is None else int(self.session.keys[rows[hit]]))
-
-    # -- counts, HPFs, export, import -----------------------------------------------------------
-
-    def schedule_counts(self) -> None:
-        self._counts_timer.start()
-
-    def current_hpf(self) -> tuple[float, float, float, float] | None:
-        """The HPF-sized field centred on the view centre (level-0 px)."""
-        if self.session is None or not self.session.mpp:
-            return None
-        w, h = hpf_size_px(self.counts_panel.hpf_area.value(), self.session.mpp)
-        view = self.visible_region()
-        if view is None:
-            return None
-        cx, cy = view[0] + view[2] / 2, view[1] + view[3] / 2
-        return (cx - w / 2, cy - h / 2, w, h)
-
-    def update_counts(self, wait: bool = False) -> None:
-        """Recompute the counts rows, the mitotic score and the live F1 (on a timer after changes).
-
-        The figures are read from the store in a worker thread (counting 100,000 objects takes a second),
-        so the keys stay instant; ``wait=True`` computes them in the calling thread.
-        """
-        if self.session is None:
-            return
-        if not self.session.mpp:
-            for row in ("view", "hpf", "image"):
-                self.counts_panel.show_counts(row, None)
-            self.counts_panel.show_score(None, "(the slide has no pixel size, so HPFs have no size)")
-            return
-        if self._counts_worker is not None:  # one at a time; count again when it is done
-            self._counts_stale = True
-            if not wait:
-                return
-        # A worker reads through its own connection; counting here uses the main one (a worker may be in flight).
-        reader = self.store if wait else self._reader()
-        request = (self.session, reader, self.visible_region(), self.current_hpf(), self.counts_panel.hpf_area.value(),
-                   self.score_threshold)
-        if wait:
-            self._show_figures(_figures(*request))
-            return
-        self._counts_stale = False
-        self._counts_worker = thread_worker(_figures, start_thread=False, ignore_errors=True)(*request)
-        self._counts_worker.returned.connect(self._show_figures)
-        self._counts_worker.errored.connect(lambda exc: show_error(str(exc)))
-        self._counts_worker.finished.connect(self._counts_done)
-        self._counts_worker.start()
-
-    def _reader(self) -> ReviewStore:
-        """A second connection to the review database for the counts worker, opened once."""
-        if self._reader_store is None or self._reader_store.path != self.store.path:
-            self._reader_store = ReviewStore(self.store.path, self.store.reviewer)
-        return self._reader_store
-
-    def _counts_done(self) -> None:
-        self._counts_worker = None
-        if self._counts_stale:
-            self.schedule_counts()
-
-    def _show_figures(self, figures: dict) -> None:
-        if figures["session"] is not self.session:  # the slide changed while counting
-            return
-        for row in ("view", "hpf", "image"):
-            self.counts_panel.show_counts(row, figures[row])
-        self.counts_panel.show_score(figures["score"])
-        self.counts_panel.show_f1(figures["f1"])
-
-    def _on_hpf_area(self) -> None:
-        if self._grid_layer is not None:
-            self.show_hpf_grid(True)
-        self.schedule_counts()
-
-    def _placement(self) -> dict:
-        """Scale, offset and units of the slide layer, for layers drawn in its level-0 pixels."""
-        layer = self.slide_layer
-        return {"scale": tuple(layer.scale[-2:]), "translate": tuple(layer.translate[-2:]), "units": layer.units[-2:]}
-
-    @_reports_errors
-    def show_hpf_grid(self, visible: bool) -> None:
-        """Draw (or remove) the grid of HPFs the whole-image counts use."""
-        if self._grid_layer is not None and self._grid_layer in self.viewer.layers:
-            self.viewer.layers.remove(self._grid_layer)
-        self._grid_layer = None
-        if not visible or self.session is None or not self.session.mpp:
-            return
-        fields = self.session.counts(None, self.counts_panel.hpf_area.value(), use_drawn=False).fields
-        rectangles = [np.array([[f.y, f.x], [f.y + f.h, f.x + f.w]]) for f in fields]
-        self._grid_layer = self.viewer.add_shapes(
-            rectangles, shape_type="rectangle", edge_color="cyan", face_color="transparent", edge_width=4,
-            opacity=0.5, name="HPF grid", **self._placement(),
-        )
-        self._keep_boxes_active()
-
-    def _show_fields(self) -> None:
-        """Draw the HPF rectangles marked on this slide in a layer where HPFs can also be drawn, moved, resized
-        and deleted by hand (napari's shape tools); the store follows every finished edit."""
-        if self._fields_layer is not None and self._fields_layer in self.viewer.layers:
-            self.viewer.layers.remove(self._fields_layer)
-        fields = self.session.store.hpf_regions(self.session.slide_id)
-        rectangles = [np.array([[f.y, f.x], [f.y + f.h, f.x + f.w]]) for f in fields]
-        self._fields_layer = self.viewer.add_shapes(
-            rectangles or None, shape_type="rectangle", edge_color="magenta", face_color="transparent", edge_width=6,
-            name="marked HPFs", **self._placement(),
-        )
-        self._fields_layer.current_edge_color = "magenta"
-        self._fields_layer.current_face_color = "transparent"
-        self._fields_layer.events.data.connect(self._on_fields_edited)
-        self._keep_boxes_active()
-
-    @_reports_errors
-    def _on_fields_edited(self, event) -> None:
-        """Store the marked HPFs as the layer now shows them (each shape counts by its bounding rectangle)."""
-        action = getattr(event.action, "value", event.action)
-        if action not in ("added", "removed", "changed") or self.session is None:
-            return
-        store, slide_id = self.session.store, self.session.slide_id
-        shown = [_bounding_rectangle(shape) for shape in self._fields_layer.data]
-        unmatched = [rect for rect in shown if rect[2] >= 1 and rect[3] >= 1]
-        for region in store.hpf_regions(slide_id):
-            stored = (region.x, region.y, region.w, region.h)
-            match = next((i for i, rect in enumerate(unmatched) if np.allclose(rect, stored, atol=0.5)), None)
-            if match is None:
-                store.delete_hpf(region.id)
-            else:
-                unmatched.pop(match)
-        for rect in unmatched:
-            store.add_hpf(slide_id, rect)
-        self.schedule_counts()
-
-    def _keep_boxes_active(self) -> None:
-        if self.overlay is not None:
-            self.viewer.layers.selection.active = self.overlay.predictions.layer
-
-    @_reports_errors
-    def mark_current_hpf(self) -> None:
-        """Store the HPF centred on the view as a counted field (the whole-image counts then use marked fields)."""
-        if self.session is None:
-            show_info(NO_SLIDE)
-            return
-        hpf = self.current_hpf()
-        if hpf is None:
-            show_error("The slide has no pixel size, so an HPF has no size in pixels.")
-            return
-        self.session.store.add_hpf(self.session.slide_id, hpf)
-        self._show_fields()
-        self.schedule_counts()
-
-    @_reports_errors
-    def go_to_hotspot(self) -> None:
-        """Centre the view on the 10-HPF window with the most mitoses."""
-        if self.session is None or not self.session.mpp:
-            show_error("The slide has no pixel size, so there is no HPF to find a hotspot with.")
-            return
-        hotspot = self.session.counts(None, self.counts_panel.hpf_area.value()).hotspot
-        if hotspot is None:
-            return
-        centre = self.slide_layer.data_to_world((hotspot.y + hotspot.h / 2, hotspot.x + hotspot.w / 2))
-        self.viewer.scene.camera.center = tuple(centre[-2:])
-        canvas_h, canvas_w = self.viewer.canvas.size
-        scale = float(self.slide_layer.scale[-1])
-        self.viewer.scene.camera.zoom = min(canvas_w / (hotspot.w * scale), canvas_h / (hotspot.h * scale))
-        self.status.setText(f"Hotspot: {hotspot.mitoses} mitoses in {hotspot.area_mm2:.2f} mm².")
-
-    def _choose_export(self, fmt: str, file_filter: str) -> None:
-        if self.session is None:
-            show_error("Open a slide before exporting.")
-            return
-        stem = Path(self.slide.path).stem
-        suggestion = f"{stem}-counts.csv" if fmt == "counts" else f"{stem}-{fmt}{file_filter.split('*')[-1].rstrip(')')}"
-        path, _ = QFileDialog.getSaveFileName(self, "Export", suggestion, file_filter)
-        if path:
-            self.export(fmt, path)
-
-    @_reports_errors
-    def export(self, fmt: str, path: str | Path) -> Path | None:
-        """Write this slide's counts CSV (``fmt="counts"``) or its objects in an annotation format."""
-        from midog_viewer.formats import atomic
-        from midog_viewer.formats.exporting import export_store
-
-        if self.session is None:
-            return None
-        path = Path(path)
-        if fmt == "counts":  # atomic, and never over the review database (export_store guards the rest)
-            rows = [self.session.counts(None, self.counts_panel.hpf_area.value(), use_drawn=True)]
-            atomic.replace_file(path, lambda temp: write_counts_csv(temp, rows), atomic.store_files(self.session.store.path))
-        else:
-            export_store(self.session.store, fmt, path, slide_ids=[self.session.slide_id])
-        show_info(f"Exported {path.name}.")
-        return path
-
-    def _choose_import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Import annotations", "", "Annotations (*.json *.geojson *.sqlite *.db *.csv)"
-        )
-        if path:
-            self.import_annotations(path)
-
-    @_reports_errors
-    def import_annotations(self, path: str | Path) -> None:
-        """Import an annotation file (MIDOG JSON, SlideRunner, GeoJSON, CSV) matched to this image by file name."""
-        from midog_viewer.formats.importing import import_file, summary_line
-
-        if self.session is None:
-            show_error("Open the image the annotations belong to before importing them.")
-            return
-        summary = import_file(self.session.store, path, image_name=Path(self.slide.path).name)
-        self.session.reload()
-        self.rebuild_overlay()
-        show_info(summary_line(summary))
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         """Stop timers and any detection, so nothing touches the store after the dock is gone."""

@@ -1,7 +1,7 @@
 """Read a ``torch.save`` file as weights only, refusing anything else in one line of our own words.
 
-torch's own refusal advises re-running with ``weights_only=False`` (which would run the file's code) and
-warns about pickle protocols on stderr; neither reaches the user. Only torch's zip format with uncompressed
+torch's own refusal advises loading the file with its safety check switched off (which would run the file's
+code) and warns about pickle protocols on stderr; neither reaches the user. Only torch's zip format with uncompressed
 records is read, so no record can inflate beyond the file's size.
 """
 

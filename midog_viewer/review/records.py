@@ -5,8 +5,10 @@ Also the checks of boxes and regions every writer and query shares, so each rule
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +176,15 @@ def check_region(region: Sequence[float]) -> tuple[float, float, float, float]:
         raise ReviewStoreError(f"a region needs finite x, y and non-negative w, h, not {region!r}.")
     return x, y, w, h
 
+
+def now_utc() -> str:
+    """The time a row is written: UTC, ISO 8601 with microseconds and a Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def default_reviewer() -> str:
+    """The OS login name (the reviewer a store records when none is given)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"

@@ -24,14 +24,12 @@ model label; an imported annotation is ground truth.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,8 @@ from midog_viewer.errors import ReviewStoreError
 from midog_viewer.review.connection import Transaction, checkpoint, open_read_only, open_read_write, translated
 from midog_viewer.review.log import LOG_SQL, Replay, replay, status_after
 from midog_viewer.review.records import (
+    default_reviewer,
+    now_utc,
     Decision,
     HPFRegion,
     ObjectTable,
@@ -67,17 +67,6 @@ GROUND_TRUTH_SOURCE = "ground truth"
 REVIEWED_STATUSES = (Status.ACCEPTED.value, Status.GROUND_TRUTH.value, Status.RELABELLED.value)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _default_reviewer() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return "unknown"
-
-
 class ReviewStore:
     """The review database of one project (schema: :mod:`midog_viewer.review.schema`).
 
@@ -95,7 +84,7 @@ class ReviewStore:
     ):
         """Open (or create) the store; ``read_only`` opens an existing one without writing a byte."""
         self.path = Path(db_path)
-        self.reviewer = reviewer or _default_reviewer()
+        self.reviewer = reviewer or default_reviewer()
         self.read_only = read_only
         self._lock = threading.RLock()
         self._depth = 0
@@ -213,7 +202,7 @@ class ReviewStore:
         cursor = db.execute(
             "INSERT INTO slides(path, name, size_bytes, mtime, mpp, width, height, added_at, added_by)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (stored_path, name, size, mtime, mpp, width, height, _now(), self.reviewer),
+            (stored_path, name, size, mtime, mpp, width, height, now_utc(), self.reviewer),
         )
         return int(cursor.lastrowid)
 
@@ -264,7 +253,7 @@ class ReviewStore:
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO detection_runs(slide_id, model, params, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
-                (slide_id, str(model), params_json, _now(), self.reviewer),
+                (slide_id, str(model), params_json, now_utc(), self.reviewer),
             )
             return int(cursor.lastrowid)
 
@@ -345,7 +334,7 @@ class ReviewStore:
         ids = np.arange(first, first + len(boxes), dtype=np.int64)
         id_list = ids.tolist()
         coords = boxes.tolist()
-        now = _now()
+        now = now_utc()
         db.executemany(
             "INSERT INTO annotations(id, slide_id, x1, y1, x2, y2, label, source, created_at, created_by)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -420,7 +409,7 @@ class ReviewStore:
         cursor = db.execute(
             "INSERT INTO decisions(slide_id, object_kind, object_id, verdict, label, target_id, reviewer, decided_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (slide_id, kind, object_id, verdict.value, label, target_id, reviewer or self.reviewer, _now()),
+            (slide_id, kind, object_id, verdict.value, label, target_id, reviewer or self.reviewer, now_utc()),
         )
         decision_id = int(cursor.lastrowid)
         if verdict not in (Verdict.UNDO, Verdict.REDO):
@@ -528,7 +517,7 @@ class ReviewStore:
                 return int(same[0])
             cursor = db.execute(
                 "INSERT INTO hpf_regions(slide_id, x, y, w, h, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (slide_id, x, y, w, h, _now(), self.reviewer),
+                (slide_id, x, y, w, h, now_utc(), self.reviewer),
             )
             return int(cursor.lastrowid)
 

@@ -175,7 +175,7 @@ def test_exports_are_written_and_reimport_equal(review, tmp_path, make_napari_vi
 def test_bad_input_becomes_a_notification_and_leaves_the_widget_usable(review, tmp_path, monkeypatch):
     viewer, widget = review
     shown = []
-    monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", shown.append)
     broken = tmp_path / "broken.json"
     broken.write_text("{ not json")
     widget.import_annotations(broken)
@@ -187,7 +187,7 @@ def test_bad_input_becomes_a_notification_and_leaves_the_widget_usable(review, t
 def test_a_failing_worker_reenables_the_buttons(review, qtbot, monkeypatch):
     viewer, widget = review
     shown = []
-    monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", shown.append)
 
     def explode(slide, region, cancel=None, tile_filter=None):
         yield from ()
@@ -267,7 +267,7 @@ def test_the_file_menu_imports_annotations_through_the_review_dock(review, tmp_p
     labels = tmp_path / "labels.csv"
     labels.write_text("image,label,x,y\nsmall_hpf.tiff,mitosis,100,100\n")
     monkeypatch.setattr(
-        "midog_viewer._qt.review_widget.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
+        "midog_viewer._qt.review_fields.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
     )
     before = len(widget.session.table)
     menus.import_annotations(viewer)
@@ -283,11 +283,11 @@ def test_the_file_menu_opens_the_review_dock_and_asks_for_an_image_first(make_na
     monkeypatch.setenv("MIDOG_VIEWER_DB", str(tmp_path / "reviews.sqlite"))
     viewer = make_napari_viewer()
     shown = []
-    monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", shown.append)
     labels = tmp_path / "labels.csv"
     labels.write_text("image,label,x,y\nsmall_hpf.tiff,mitosis,100,100\n")
     monkeypatch.setattr(
-        "midog_viewer._qt.review_widget.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
+        "midog_viewer._qt.review_fields.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
     )
     menus.import_annotations(viewer)
     assert isinstance(viewer.window._qt_window.findChild(ReviewWidget), ReviewWidget)
@@ -333,7 +333,7 @@ def test_the_dock_picks_the_model_made_for_what_is_open_and_names_its_tissue(
     assert Path(widget.detector.info.path) == DEMO_MODEL.path
     assert "synthetic" in widget.model_name.text()
     warned = []
-    monkeypatch.setattr("midog_viewer._qt.review_widget.show_warning", warned.append)
+    monkeypatch.setattr("midog_viewer._qt.notify.show_warning", warned.append)
     widget.detect_region((0, 0, 64, 64), wait=True)
     assert warned == []  # the demo model on its own sample is right
     add_slide_layer(viewer, shared_data / "slides" / "CMU-1-Small-Region.svs")
@@ -354,7 +354,7 @@ def test_export_buttons_refuse_the_review_database_itself(review, tmp_path, monk
     widget.step()
     widget.decide("accept")
     shown = []
-    monkeypatch.setattr("midog_viewer._qt.review_widget.show_error", shown.append)
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", shown.append)
     db = Path(widget.session.store.path)
     files = [db, db.with_name(db.name + "-wal")]
     before = [p.read_bytes() for p in files]
@@ -401,7 +401,7 @@ def test_buttons_without_an_image_say_what_to_do(make_napari_viewer, review_stor
     widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
     qtbot.addWidget(widget)
     shown = []
-    monkeypatch.setattr("midog_viewer._qt.review_widget.show_info", shown.append)
+    monkeypatch.setattr("midog_viewer._qt.notify.show_info", shown.append)
     widget.detect_whole()
     widget.detect_visible()
     widget.mark_current_hpf()
