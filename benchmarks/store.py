@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midog_viewer.formats.importing import import_file
+from midog_viewer.review.importing import import_file
 from midog_viewer.review import ReviewStore
 from midog_viewer.review.counts import count_slide
 

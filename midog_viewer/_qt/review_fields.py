@@ -224,7 +224,7 @@ class FieldsAndFiles:
     def export(self, fmt: str, path: str | Path) -> Path | None:
         """Write this slide's counts CSV (``fmt="counts"``) or its objects in an annotation format."""
         from midog_viewer.formats import atomic
-        from midog_viewer.formats.exporting import export_store
+        from midog_viewer.review.exporting import export_store
 
         if self.session is None:
             return None
@@ -247,7 +247,7 @@ class FieldsAndFiles:
     @_reports_errors
     def import_annotations(self, path: str | Path) -> None:
         """Import an annotation file (MIDOG JSON, SlideRunner, GeoJSON, CSV) matched to this image by file name."""
-        from midog_viewer.formats.importing import import_file, summary_line
+        from midog_viewer.review.importing import import_file, summary_line
 
         if self.session is None:
             notify.show_error("Open the image the annotations belong to before importing them.")

@@ -88,7 +88,7 @@ def _score(text: str) -> float:
 def _import(args: argparse.Namespace) -> int:
     from midog_viewer.errors import AnnotationFormatError
     from midog_viewer.formats import atomic
-    from midog_viewer.formats.importing import import_file, summary_line
+    from midog_viewer.review.importing import import_file, summary_line
     from midog_viewer.review import ReviewStore
 
     if not args.file.is_file():  # before the database is created
@@ -119,7 +119,7 @@ def _existing_db(path: Path) -> Path:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from midog_viewer.formats.exporting import export_store
+    from midog_viewer.review.exporting import export_store
     from midog_viewer.review import ReviewStore
 
     with ReviewStore(_existing_db(args.db), read_only=True) as store:

@@ -197,7 +197,7 @@ def test_an_unexpected_import_error_leaves_no_new_database(tmp_path, monkeypatch
     def explode(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("midog_viewer.formats.importing.import_file", explode)
+    monkeypatch.setattr("midog_viewer.review.importing.import_file", explode)
     with pytest.raises(RuntimeError):
         main(["import", str(evaluation_inputs[0]), "--db", str(tmp_path / "new.db")])
     assert not any(p.name.startswith("new.db") for p in tmp_path.iterdir())

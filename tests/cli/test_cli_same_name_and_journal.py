@@ -65,7 +65,7 @@ def test_a_failed_import_into_a_new_database_leaves_no_journal_either(tmp_path, 
         Path(f"{store.path}-journal").write_bytes(b"")  # SQLite's rollback journal of a write cut short
         raise RuntimeError("killed mid-import")
 
-    monkeypatch.setattr("midog_viewer.formats.importing.import_file", crash_mid_write)
+    monkeypatch.setattr("midog_viewer.review.importing.import_file", crash_mid_write)
     with pytest.raises(RuntimeError):
         main(["import", str(source), "--db", str(tmp_path / "new.db")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.json"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from midog_viewer.errors import AnnotationFormatError
-from midog_viewer.formats.exporting import export_store
-from midog_viewer.formats.importing import import_file
+from midog_viewer.review.exporting import export_store
+from midog_viewer.review.importing import import_file
 from midog_viewer.review import ReviewStore
 
 

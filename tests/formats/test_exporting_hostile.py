@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from midog_viewer.errors import AnnotationFormatError
-from midog_viewer.formats.exporting import EXPORT_FORMATS, export_store
-from midog_viewer.formats.importing import import_file
+from midog_viewer.formats import EXPORT_FORMATS
+from midog_viewer.review.exporting import export_store
+from midog_viewer.review.importing import import_file
 from midog_viewer.review import ReviewStore
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from midog_viewer.errors import MidogError
 from midog_viewer.formats import sliderunner
-from midog_viewer.formats.importing import import_file
+from midog_viewer.review.importing import import_file
 from midog_viewer.formats.records import ImageAnnotations
 from midog_viewer.review import ReviewStore
 

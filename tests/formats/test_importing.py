@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from midog_viewer.errors import AnnotationFormatError, ReviewStoreError
-from midog_viewer.formats.importing import detect_format, import_file, read_file
+from midog_viewer.formats.importing import detect_format, read_file
+from midog_viewer.review.importing import import_file
 from midog_viewer.review import ReviewStore
 
 
@@ -130,7 +131,7 @@ def test_format_detection(tmp_path):
 
 
 def test_the_same_labels_from_another_format_add_nothing(annotations, tmp_path):
-    from midog_viewer.formats.importing import summary_line
+    from midog_viewer.review.importing import summary_line
     from midog_viewer.review.counts import count_slide
 
     with ReviewStore(tmp_path / "r.db") as store:

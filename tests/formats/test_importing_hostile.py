@@ -10,7 +10,7 @@ import pytest
 
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import sliderunner
-from midog_viewer.formats.importing import import_file, summary_line
+from midog_viewer.review.importing import import_file, summary_line
 from midog_viewer.formats.records import ImageAnnotations
 from midog_viewer.review import ReviewStore
 

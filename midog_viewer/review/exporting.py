@@ -1,4 +1,4 @@
-"""Export the review store to the field's formats.
+"""Export the review store to the field's formats (through the codecs of :mod:`midog_viewer.formats`).
 
 Which objects go out (``selection``):
 
@@ -35,11 +35,10 @@ import numpy as np
 
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError
-from midog_viewer.formats import atomic, csv_table, gc_points, geojson, midog_coco, sliderunner
+from midog_viewer.formats import EXPORT_FORMATS, atomic, csv_table, gc_points, geojson, midog_coco, sliderunner
 from midog_viewer.formats.records import ImageAnnotations
 from midog_viewer.review.store import REVIEWED_STATUSES, ObjectTable, ReviewStore, Slide
 
-EXPORT_FORMATS = ("csv", "coco", "sliderunner", "geojson", "midog-json")
 SELECTIONS = ("reviewed", "detections", "all")
 #: The class names the MIDOG evaluation accepts in "Multiple points" files.
 _GC_NAMES = {True: "mitotic figure", False: "non-mitotic figure"}
