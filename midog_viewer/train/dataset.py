@@ -8,7 +8,6 @@ around the labelled objects (only patches that contain a label, as in the seed).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import OrderedDict
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from midog_viewer.classes import CLASS_NAMES, HARD_NEGATIVE, canonical_class
-from midog_viewer.errors import MidogError, TrainingError
+from midog_viewer.errors import AnnotationFormatError, MidogError, TrainingError
 
 #: Pixel spacing assumed when neither the slide nor the annotation file gives one (MIDOG's scanners: 0.23–0.25).
 DEFAULT_MPP = 0.25
@@ -49,6 +48,9 @@ class LabelledImage:
     source: str = ""
     #: Pixels of tissue in the image when not all of it is (a mosaic's part-empty row); 0: width × height.
     area_px: int = 0
+    #: µm/px the annotation file gives (its ``mpp`` field, or the MIDOG 2021 table by file name); 0: none. Used
+    #: only where ``mpp`` is 0 and the image file's resolution tags give none, the order the import applies.
+    file_mpp: float = 0.0
 
     @property
     def tissue_px(self) -> int:
@@ -115,58 +117,48 @@ def _class_index(name: str) -> int | None:
 def images_from_coco(json_path: str | Path, images_dir: str | Path, bbox_format: str = "xyxy") -> list[LabelledImage]:
     """Labelled images of a MIDOG COCO-style file (``bbox`` is [x1, y1, x2, y2] there; ``xywh`` for plain COCO).
 
-    Categories map through :func:`canonical_class` ("not mitotic figure" → hard negative); other
-    categories and images without a label are left out. Every labelled image must exist in ``images_dir``.
+    The file is read by the one MIDOG COCO codec, :func:`midog_viewer.formats.midog_coco.read`, as the import
+    does: categories map through :func:`canonical_class` ("not mitotic figure" → hard negative), and the pixel
+    size an image's own ``mpp`` field or the MIDOG 2021 table (001–100: 0.23 µm/px) gives is used where the
+    image file has no resolution tags. Other categories and images without a label are left out. Every
+    labelled image must exist in ``images_dir``.
     """
+    from midog_viewer.formats import midog_coco
+    from midog_viewer.formats.records import check_image_name
+
     json_path, images_dir = Path(json_path), Path(images_dir)
-    if bbox_format not in ("xyxy", "xywh"):
-        raise TrainingError(f"bbox format must be 'xyxy' or 'xywh', got {bbox_format!r}.")
+    if not json_path.is_file():
+        raise TrainingError(f"annotation file not found: {json_path}.")
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-        categories = {c["id"]: _class_index(c["name"]) for c in data["categories"]}
-        images = {im["id"]: im for im in data["images"]}
-        annotations = data["annotations"]
-    except FileNotFoundError as exc:
-        raise TrainingError(f"annotation file not found: {json_path}.") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrainingError(f"{json_path} is not a JSON file: {exc}.") from exc
-    except (KeyError, TypeError) as exc:
-        raise TrainingError(f"{json_path} is not a COCO-style file (missing or malformed {exc}).") from exc
+        parsed = midog_coco.read(json_path, bbox_format)
+        for image in parsed:
+            check_image_name(image.name, json_path.name)
+    except AnnotationFormatError as exc:
+        raise TrainingError(f"cannot train on {json_path.name}: {exc}") from exc
     if not images_dir.is_dir():
         raise TrainingError(f"image folder not found: {images_dir}.")
-
-    per_image: dict[int, tuple[list, list]] = {}
-    for n, ann in enumerate(annotations):
-        try:
-            label = categories[ann["category_id"]]
-            x1, y1, a, b = (float(v) for v in ann["bbox"])
-            image_id = ann["image_id"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TrainingError(f"{json_path}: annotation #{n} is malformed ({exc}).") from exc
-        if label is None:
-            continue
-        box = (x1, y1, a, b) if bbox_format == "xyxy" else (x1, y1, x1 + a, y1 + b)
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise TrainingError(f"{json_path}: annotation #{n} has an empty box {list(box)} (wrong --bbox-format?).")
-        if image_id not in images:
-            raise TrainingError(f"{json_path}: annotation #{n} refers to unknown image id {image_id}.")
-        boxes, labels = per_image.setdefault(image_id, ([], []))
-        boxes.append(box)
-        labels.append(label)
-
     records = []
-    for image_id, (boxes, labels) in sorted(per_image.items()):
-        meta = images[image_id]
-        path = images_dir / meta["file_name"]
+    for image in parsed:
+        labels = [_class_index(name) for name in image.labels]
+        keep = np.array([label is not None for label in labels], dtype=bool)
+        if not keep.any():
+            continue
+        boxes = image.boxes[keep]
+        empty = np.flatnonzero((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+        if empty.size:
+            raise TrainingError(
+                f"{json_path}: image {image.name} has an empty box {boxes[empty[0]].tolist()} (wrong --bbox-format?)."
+            )
         records.append(
             LabelledImage(
-                key=meta["file_name"],
-                boxes=np.array(boxes),
-                labels=np.array(labels),
-                width=int(meta.get("width", 0)),
-                height=int(meta.get("height", 0)),
-                mpp=float(meta.get("mpp", 0.0)),
-                path=path,
+                key=image.name,
+                boxes=boxes,
+                labels=np.array([label for label in labels if label is not None]),
+                width=int(image.width or 0),
+                height=int(image.height or 0),
+                mpp=0.0,  # the image file's resolution tags first, as the import reads them (check_readable)
+                path=images_dir / image.name,
+                file_mpp=float(image.mpp or 0.0),
             )
         )
     return records
@@ -266,7 +258,7 @@ def check_readable(images: Sequence[LabelledImage]) -> None:
             raise TrainingError(f"cannot read training image {im.path}: {exc}") from exc
         im.width, im.height = int(slide.width), int(slide.height)
         if not im.mpp:
-            im.mpp = float(getattr(slide, "mpp", None) or DEFAULT_MPP)
+            im.mpp = float(getattr(slide, "mpp", None) or im.file_mpp or DEFAULT_MPP)
         close = getattr(slide, "close", None)
         if close is not None:
             close()

@@ -51,17 +51,27 @@ def test_coco_xywh_option_converts_boxes(tmp_path, midog_dataset):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "not a JSON file"),
-        ('{"images": []}', "not a COCO-style file"),
+        ("{not json", "not valid JSON"),
+        ('{"images": []}', 'no "categories" field'),
         (
             '{"images": [{"id": 1, "file_name": "a.tiff"}], "categories": [{"id": 1, "name": "mitotic figure"}],'
             ' "annotations": [{"bbox": [10, 10, 5, 5], "category_id": 1, "image_id": 1}]}',
+            r"is not \[x1, y1, x2, y2\] \(is it COCO",
+        ),
+        (
+            '{"images": [{"id": 1, "file_name": "a.tiff"}], "categories": [{"id": 1, "name": "mitotic figure"}],'
+            ' "annotations": [{"bbox": [10, 10, 10, 15], "category_id": 1, "image_id": 1}]}',
             "empty box",
         ),
         (
             '{"images": [], "categories": [{"id": 1, "name": "mitotic figure"}],'
             ' "annotations": [{"bbox": [1, 1, 5, 5], "category_id": 1, "image_id": 7}]}',
-            "unknown image id 7",
+            "image_id 7 names no image",
+        ),
+        (
+            '{"images": [{"id": 1, "file_name": "../a.tiff"}], "categories": [{"id": 1, "name": "mitotic figure"}],'
+            ' "annotations": [{"bbox": [1, 1, 5, 5], "category_id": 1, "image_id": 1}]}',
+            "file names inside the image folder",
         ),
     ],
 )
@@ -89,6 +99,34 @@ def test_check_readable_fills_size_and_pixel_spacing(midog_dataset):
     check_readable(images)
     assert (images[0].width, images[0].height) == (256, 256)
     assert images[0].mpp == pytest.approx(0.25)
+
+
+def test_midog_2021_images_without_resolution_tags_train_at_the_scanners_pixel_size(tmp_path):
+    # The one MIDOG COCO reader gives training the per-scanner table the import applies: 001-100 (Hamamatsu)
+    # at 0.23 µm/px, 101-150 at 0.25, where the TIFF itself has no resolution tags.
+    import tifffile
+
+    from midog_viewer.io import open_slide
+
+    images = tmp_path / "images"
+    images.mkdir()
+    names = ["001.tiff", "101.tiff"]
+    for name in names:
+        tifffile.imwrite(images / name, np.full((64, 64, 3), 200, np.uint8), photometric="rgb")
+        with open_slide(images / name) as slide:
+            assert slide.mpp is None  # no resolution tags
+    coco = {
+        "info": {"description": "MIDOG 2021 training set"},
+        "images": [{"id": i + 1, "file_name": name, "width": 64, "height": 64} for i, name in enumerate(names)],
+        "categories": [{"id": 1, "name": "mitotic figure"}],
+        "annotations": [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [10, 10, 40, 40]}
+                        for i in range(len(names))],
+    }
+    path = tmp_path / "MIDOG.json"
+    path.write_text(json.dumps(coco))
+    labelled = images_from_coco(path, images)
+    check_readable(labelled)
+    assert {im.key: im.mpp for im in labelled} == {"001.tiff": pytest.approx(0.23), "101.tiff": pytest.approx(0.25)}
 
 
 def test_organisers_split_file(shared_data):
