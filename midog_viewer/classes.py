@@ -10,6 +10,10 @@ CLASS_NAMES: tuple[str, str] = (MITOTIC_FIGURE, HARD_NEGATIVE)
 NORMAL_MITOSIS = "normal"
 ATYPICAL_MITOSIS = "atypical"
 SUBTYPE_NAMES: tuple[str, str] = (NORMAL_MITOSIS, ATYPICAL_MITOSIS)
+#: The names the MIDOG annotation files (MIDOG.json, MIDOG.sqlite) give our two classes; what we write.
+MIDOG_FILE_NAMES: dict[str, str] = {MITOTIC_FIGURE: "mitotic figure", HARD_NEGATIVE: "not mitotic figure"}
+#: The names of grand-challenge "Multiple points" files (the MIDOG evaluation); only the first is scored.
+GC_POINT_NAMES: dict[str, str] = {MITOTIC_FIGURE: "mitotic figure", HARD_NEGATIVE: "non-mitotic figure"}
 
 _ALIASES = {
     "mitotic figure": MITOTIC_FIGURE,

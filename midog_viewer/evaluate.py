@@ -29,12 +29,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from midog_viewer.classes import CLASS_NAMES, MITOTIC_FIGURE, canonical_class
+from midog_viewer.classes import CLASS_NAMES, GC_POINT_NAMES, MITOTIC_FIGURE, canonical_class
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats.gc_points import GroundTruthCase, PointPrediction
 
-#: Hit radius of the MIDOG challenges: 7.5 µm.
-RADIUS_MM = 0.0075
+#: Hit radius of the MIDOG challenges: 7.5 µm (the one place it is written; RADIUS_MM is the same in mm).
+RADIUS_UM = 7.5
+RADIUS_MM = RADIUS_UM / 1000.0
 #: The organisers' guard against division by zero, part of every published figure.
 EPS = 1e-6
 #: Half-side of the square put around each point for AP (7.5 µm at IoU 0.5, the organisers' choice).
@@ -42,7 +43,7 @@ AP_BOX_HALF_SIDE_MM = 0.01125
 #: COCO recall thresholds as the organisers pass them to torchmetrics.
 RECALL_THRESHOLDS = np.arange(0, 1.01, 0.01)
 #: The name a prediction needs to be matched (the organisers compare the raw string).
-SCORED_NAME = "mitotic figure"
+SCORED_NAME = GC_POINT_NAMES[MITOTIC_FIGURE]
 
 
 class DetectionScore(NamedTuple):
@@ -64,27 +65,48 @@ def _as_points(points: Any, what: str) -> np.ndarray:
     return array
 
 
+def match_points(
+    gt_points: Sequence[Sequence[float]], pred_points: Sequence[Sequence[float]], radius: float = RADIUS_MM
+) -> tuple[np.ndarray, np.ndarray]:
+    """The MIDOG matcher (evalutils ``score_detection``): for each ground-truth point in list order, the
+    nearest prediction within ``radius`` (≤) that no earlier one took (ties: the lower index).
+
+    Returns who matched: the prediction index per ground-truth point (-1: missed) and a bool per
+    prediction (taken). Any unit works (mm, or pixels with a pixel radius); points are [x, y] or
+    [x, y, z]. A grid on (x, y) keeps it fast for 100,000 predictions.
+    """
+    gt = _as_points(gt_points, "ground-truth points")
+    pred = _as_points(pred_points, "predicted points")
+    match_of_gt = np.full(len(gt), -1, dtype=np.int64)
+    taken = np.zeros(len(pred), dtype=bool)
+    if len(gt) == 0 or len(pred) == 0:
+        return match_of_gt, taken
+    cell = max(float(radius), 1e-12)  # a hit lies in the 3 x 3 cells around its ground-truth point
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for index, (kx, ky) in enumerate(np.floor(pred[:, :2] / cell).astype(np.int64).tolist()):
+        buckets.setdefault((kx, ky), []).append(index)
+    for g, point in enumerate(gt):
+        cx, cy = (int(v) for v in np.floor(point[:2] / cell))
+        candidates = sorted(i for dx in (-1, 0, 1) for dy in (-1, 0, 1) for i in buckets.get((cx + dx, cy + dy), ()))
+        if not candidates:
+            continue
+        cand = np.asarray(candidates)
+        distances = np.sqrt(((pred[cand] - point) ** 2).sum(axis=1))
+        ok = (distances <= radius) & ~taken[cand]
+        if ok.any():
+            best = cand[ok][np.argsort(distances[ok], kind="stable")[0]]
+            taken[best] = True
+            match_of_gt[g] = best
+    return match_of_gt, taken
+
+
 def score_detection(
     gt_points_mm: Sequence[Sequence[float]], pred_points_mm: Sequence[Sequence[float]], radius_mm: float = RADIUS_MM
 ) -> DetectionScore:
-    """Greedy MIDOG matching of one case: each ground-truth point in order takes its nearest free hit."""
-    gt = _as_points(gt_points_mm, "ground-truth points")
-    pred = _as_points(pred_points_mm, "predicted points")
-    if len(gt) == 0:
-        return DetectionScore(0, 0, len(pred))
-    if len(pred) == 0:
-        return DetectionScore(0, len(gt), 0)
-    taken = np.zeros(len(pred), dtype=bool)
-    true_positives = 0
-    for point in gt:
-        distances = np.sqrt(((pred - point) ** 2).sum(axis=1))
-        hits = np.flatnonzero(distances <= radius_mm)
-        free = hits[~taken[hits]]
-        if len(free):
-            nearest = free[np.argsort(distances[free], kind="stable")[0]]
-            taken[nearest] = True
-            true_positives += 1
-    return DetectionScore(true_positives, len(gt) - true_positives, int((~taken).sum()))
+    """Greedy MIDOG matching of one case (:func:`match_points`): TP, FN and FP."""
+    match_of_gt, taken = match_points(gt_points_mm, pred_points_mm, radius_mm)
+    true_positives = int((match_of_gt >= 0).sum())
+    return DetectionScore(true_positives, len(match_of_gt) - true_positives, int((~taken).sum()))
 
 
 def _near(cells: dict[tuple[int, int], list[int]], points: np.ndarray, point: np.ndarray, radius_mm: float) -> int:
@@ -397,7 +419,7 @@ def f1_from_boxes(
     gt_boxes_per_image: Sequence[np.ndarray],
     pred_boxes_per_image: Sequence[np.ndarray],
     mpp_per_image: Sequence[float],
-    radius_um: float = 7.5,
+    radius_um: float = RADIUS_UM,
     *,
     pred_labels_per_image: Sequence[Sequence[Any]] | None = None,
     gt_labels_per_image: Sequence[Sequence[Any]] | None = None,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE
+from midog_viewer.classes import HARD_NEGATIVE, MIDOG_FILE_NAMES, MITOTIC_FIGURE
 
 #: Pixel size of the synthetic fields (µm/px), that of the MIDOG Aperio/Leica scanners.
 SYNTHETIC_MPP = 0.25
@@ -460,7 +460,7 @@ def midog_json(hpf: SyntheticHPF, file_name: str) -> dict:
     return {
         "info": {"description": "midog-viewer synthetic H&E high-power field", "mpp": hpf.mpp},
         "images": [{"file_name": file_name, "id": 1, "width": width, "height": height, "mpp": hpf.mpp}],
-        "categories": [{"id": 1, "name": "mitotic figure"}, {"id": 2, "name": "not mitotic figure"}],
+        "categories": [{"id": i, "name": MIDOG_FILE_NAMES[label]} for label, i in category.items()],
         "annotations": [
             {"bbox": [round(float(v), 2) for v in box], "category_id": category[label], "image_id": 1, "id": i + 1}
             for i, (box, label) in enumerate(zip(hpf.boxes, hpf.labels))

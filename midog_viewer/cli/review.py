@@ -20,11 +20,16 @@ _FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add import, export, counts and evaluate to the ``midog-viewer`` command."""
+    from midog_viewer.evaluate import RADIUS_UM
+    from midog_viewer.formats import EXPORT_FORMATS, IMPORT_FORMATS
+    from midog_viewer.review.counts import DEFAULT_HPF_MM2, WINDOWS
+    from midog_viewer.review.exporting import SELECTIONS
+
     p = subparsers.add_parser("import", help="import an annotation file into a review database as ground truth")
     p.add_argument("file", type=Path, help="MIDOG/COCO JSON, SlideRunner .sqlite, QuPath .geojson or .csv")
     p.add_argument("--db", type=Path, required=True, help="review database (created if missing)")
     p.add_argument("--images", type=Path, help="folder of the images, to register them with their real size and mpp")
-    p.add_argument("--format", dest="fmt", choices=("midog", "coco", "sliderunner", "geojson", "csv"),
+    p.add_argument("--format", dest="fmt", choices=IMPORT_FORMATS,
                    help="file format (default: from the suffix; midog = COCO-like with bbox x1,y1,x2,y2, "
                         "coco = standard bbox x,y,w,h)")
     p.add_argument("--image", help="GeoJSON only: the image the objects belong to (default: by file stem)")
@@ -36,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("export", help="export a review database's labels to another format")
     p.add_argument("--db", type=Path, required=True, help="review database")
-    p.add_argument("--format", dest="fmt", required=True, choices=("csv", "coco", "sliderunner", "geojson", "midog-json"))
+    p.add_argument("--format", dest="fmt", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", type=Path, required=True, help="output file (GeoJSON: a folder for several slides)")
-    p.add_argument("--objects", choices=("reviewed", "detections", "all"),
+    p.add_argument("--objects", choices=SELECTIONS,
                    help="reviewed labels (default), every detection with its score, or all (default for csv)")
     p.add_argument("--slide", action="append", help="only this slide (file name); repeatable")
     p.add_argument("--xywh", action="store_true", help="coco only: write standard COCO [x, y, w, h] boxes")
@@ -46,10 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("counts", help="mitoses per HPF, per 10 HPF and per 2 mm², hotspot and mitotic score")
     p.add_argument("--db", type=Path, required=True, help="review database")
-    p.add_argument("--hpf-mm2", type=positive_number, default=0.237, help="area of one high-power field in mm² (default 0.237)")
+    p.add_argument("--hpf-mm2", type=positive_number, default=DEFAULT_HPF_MM2,
+                   help=f"area of one high-power field in mm² (default {DEFAULT_HPF_MM2:g})")
     p.add_argument("--slide", action="append", help="only this slide (file name); repeatable")
     p.add_argument("--mpp", type=positive_number, help="µm per pixel for slides whose pixel size is unknown")
-    p.add_argument("--window", choices=("10hpf", "2mm2"), default="10hpf", help="hotspot window (default 10 HPF)")
+    p.add_argument("--window", choices=WINDOWS, default=WINDOWS[0], help="hotspot window (default 10 HPF)")
     p.add_argument("--grid", action="store_true", help="count on a grid even where HPFs were drawn")
     p.add_argument("--include-pending", action="store_true",
                    help="count unreviewed mitotic-figure detections at or above the operating threshold too")
@@ -65,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", type=Path, required=True,
                    help="prediction folder (predictions.json + */output/mitotic-figures.json) or one JSON "
                         "mapping case → \"Multiple points\"")
-    p.add_argument("--radius-um", type=positive_number, default=7.5, help="hit radius in µm (default 7.5)")
+    p.add_argument("--radius-um", type=positive_number, default=RADIUS_UM, help=f"hit radius in µm (default {RADIUS_UM:g})")
     p.add_argument("--metrics", type=Path, help="write the organisers' metrics.json layout (aggregates) here")
     p.add_argument("--cases-csv", type=Path, help="write one row per case here")
     p.add_argument("--curve-csv", type=Path, help="write F1 against the score threshold here")

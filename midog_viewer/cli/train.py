@@ -7,8 +7,8 @@ import json
 import sys
 
 from midog_viewer.cli.stopping import stop_on_signals
-
-CONFIG_NAMES = ("tiny", "r50", "x101-64x4d")
+from midog_viewer.detect.config import PRESET_NAMES
+from midog_viewer.formats.midog_coco import BBOX_FORMATS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,14 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--image-table", metavar="CSV",
                       help="CSV naming every image of --points (file, and optional mpp, slide, source)")
     data.add_argument("--split", metavar="FILE", help="train_val_split.txt-style split of the --coco images")
-    data.add_argument("--bbox-format", choices=("xyxy", "xywh"), default="xyxy",
+    data.add_argument("--bbox-format", choices=BBOX_FORMATS, default=BBOX_FORMATS[0],
                       help="bbox layout in --coco (MIDOG files: xyxy, the default; standard COCO: xywh)")
     data.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic HPFs")
     data.add_argument("--synthetic-size", type=int, default=512, metavar="PX", help="side of the synthetic HPFs")
     data.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                       help="share of images for validation when no --split is given (default 0.2)")
     model = parser.add_argument_group("model")
-    model.add_argument("--config", choices=CONFIG_NAMES, help="architecture (may be left out with --init)")
+    model.add_argument("--config", choices=PRESET_NAMES, help="architecture (may be left out with --init)")
     model.add_argument("--init", metavar="CKPT", help="fine-tune from this checkpoint (ours or an mmdet .pth)")
     model.add_argument("--baseline", metavar="CKPT", help="model to compare against on validation (default: --init)")
     run = parser.add_argument_group("run")

@@ -16,6 +16,32 @@ from typing import Any
 from midog_viewer.classes import CLASS_NAMES
 from midog_viewer.errors import ModelError
 
+#: Field overrides of the named presets (:meth:`CascadeConfig.named`).
+_PRESETS: dict[str, dict[str, Any]] = {
+    # Small enough to train on two CPU cores and ship as a file of a few MB: ResNet-18 without its last
+    # stage, 64-channel FPN and 128-wide heads, trainable BN (trained from scratch), fewer proposals.
+    "tiny": dict(
+        backbone="resnet18",
+        backbone_stages=3,
+        norm_eval=False,
+        frozen_stages=-1,
+        fpn_channels=64,
+        rpn_feat_channels=64,
+        fc_channels=128,
+        rpn_train_nms_pre=1000,
+        rpn_train_max_per_img=500,
+        rpn_test_nms_pre=500,
+        rpn_test_max_per_img=300,
+        rcnn_num_samples=256,
+        source="preset tiny",
+    ),
+    "r50": dict(backbone="resnet50", source="preset r50"),
+    "x101-64x4d": dict(backbone="resnext101_64x4d", source="preset x101-64x4d"),
+}
+
+#: The presets' names, in the order the CLI and the training panel offer them.
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
+
 #: torchvision constructors we accept as backbones, with their block type.
 BACKBONES: dict[str, str] = {
     "resnet18": "basic",
@@ -201,30 +227,9 @@ class CascadeConfig:
     @classmethod
     def named(cls, name: str) -> CascadeConfig:
         """A preset: ``tiny`` (the CPU demo model), ``r50`` or ``x101-64x4d`` (the seed paper's architecture)."""
-        presets = {
-            # Small enough to train on two CPU cores and ship as a file of a few MB: ResNet-18 without its last
-            # stage, 64-channel FPN and 128-wide heads, trainable BN (trained from scratch), fewer proposals.
-            "tiny": dict(
-                backbone="resnet18",
-                backbone_stages=3,
-                norm_eval=False,
-                frozen_stages=-1,
-                fpn_channels=64,
-                rpn_feat_channels=64,
-                fc_channels=128,
-                rpn_train_nms_pre=1000,
-                rpn_train_max_per_img=500,
-                rpn_test_nms_pre=500,
-                rpn_test_max_per_img=300,
-                rcnn_num_samples=256,
-                source="preset tiny",
-            ),
-            "r50": dict(backbone="resnet50", source="preset r50"),
-            "x101-64x4d": dict(backbone="resnext101_64x4d", source="preset x101-64x4d"),
-        }
-        if name not in presets:
-            raise ModelError(f"unknown model preset {name!r}; choose one of {', '.join(presets)}.")
-        return cls(**presets[name])
+        if name not in _PRESETS:
+            raise ModelError(f"unknown model preset {name!r}; choose one of {', '.join(PRESET_NAMES)}.")
+        return cls(**_PRESETS[name])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

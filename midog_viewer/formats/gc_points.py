@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from midog_viewer.classes import GC_POINT_NAMES, MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import atomic
 
 MULTIPLE_POINTS = "Multiple points"
 #: The organisers' defaults for points written in the MIDOG 2021 format (no name, no probability).
-DEFAULT_NAME = "mitotic figure"
+DEFAULT_NAME = GC_POINT_NAMES[MITOTIC_FIGURE]
 DEFAULT_PROBABILITY = 0.5
 
 

@@ -16,15 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE, canonical_class
+from midog_viewer.classes import HARD_NEGATIVE, MIDOG_FILE_NAMES, MITOTIC_FIGURE, canonical_class
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import atomic
 from midog_viewer.formats.gc_points import load_json
 from midog_viewer.formats.records import ImageAnnotations, finish, midog_2021_mpp
 
 BBOX_FORMATS = ("xyxy", "xywh")
-#: Names written for our two classes, as in the MIDOG files.
-_EXPORT_NAMES = {MITOTIC_FIGURE: "mitotic figure", HARD_NEGATIVE: "not mitotic figure"}
 
 
 def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -129,7 +127,7 @@ def write(path: str | Path, images: list[ImageAnnotations], bbox_format: str = "
     document = {
         "info": {"description": description or "midog-viewer export", "bbox_format": bbox_format},
         "images": out_images,
-        "categories": [{"id": i, "name": _EXPORT_NAMES.get(label, label)} for label, i in category_ids.items()],
+        "categories": [{"id": i, "name": MIDOG_FILE_NAMES.get(label, label)} for label, i in category_ids.items()],
         "annotations": out_annotations,
     }
     atomic.write_text(path, json.dumps(document))

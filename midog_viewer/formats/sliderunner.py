@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE, canonical_class
+from midog_viewer.classes import HARD_NEGATIVE, MIDOG_FILE_NAMES, MITOTIC_FIGURE, canonical_class
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import atomic
 from midog_viewer.formats.records import ImageAnnotations, finish, midog_2021_mpp, point_box
@@ -33,7 +33,6 @@ POINT_BOX_PX = 50.0
 SPOT, RECTANGLE, POLYGON, SPECIAL_SPOT, CIRCLE = 1, 2, 3, 4, 5
 _POINT_TYPES = (SPOT, SPECIAL_SPOT)
 _EXTENT_TYPES = (RECTANGLE, POLYGON, CIRCLE)
-_EXPORT_NAMES = {MITOTIC_FIGURE: "mitotic figure", HARD_NEGATIVE: "not mitotic figure"}
 
 #: The schema of MIDOG.sqlite, verbatim, so SlideRunner treats our files like its own.
 SCHEMA = [
@@ -203,7 +202,7 @@ def write(path: str | Path, images: list[ImageAnnotations], person: str = "midog
         db.execute("INSERT INTO Persons(name) VALUES (?)", (person,))
         class_ids = {}
         for label in labels:
-            class_ids[label] = db.execute("INSERT INTO Classes(name) VALUES (?)", (_EXPORT_NAMES.get(label, label),)).lastrowid
+            class_ids[label] = db.execute("INSERT INTO Classes(name) VALUES (?)", (MIDOG_FILE_NAMES.get(label, label),)).lastrowid
         for image in images:
             slide = db.execute(
                 "INSERT INTO Slides(filename, width, height) VALUES (?, ?, ?)", (image.name, image.width, image.height)

@@ -40,7 +40,7 @@ import numpy as np
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import ModelError, ReviewStoreError
 from midog_viewer.evaluate import merge_within_radius
-from midog_viewer.review.status import Status
+from midog_viewer.review.status import DETECTION, Status
 from midog_viewer.review.store import ObjectTable, ReviewStore, Slide
 
 DEFAULT_HPF_MM2 = 0.237
@@ -174,7 +174,7 @@ def _check_threshold(score_thr: float) -> float:
 def _categories(table: ObjectTable, count_pending: bool, score_thr: float, mpp: float) -> dict[str, np.ndarray]:
     """Per-row masks; ground truth, accepted and pending are the rows that name a distinct figure."""
     mitotic = table.label == MITOTIC_FIGURE
-    detection = table.kind == "detection"
+    detection = table.kind == DETECTION
     accepted = mitotic & (table.status == Status.ACCEPTED.value)
     ground_truth = mitotic & (table.status == Status.GROUND_TRUTH.value)
     score = np.nan_to_num(table.score, nan=1.0)  # as the dock: a candidate without a score is shown
@@ -296,7 +296,7 @@ def count_slide(
     table = store.objects(slide_id)
     if score_thr is not None:
         score_thr = _check_threshold(score_thr)
-    elif np.any((table.kind == "detection") & (table.status == Status.PENDING.value)):
+    elif np.any((table.kind == DETECTION) & (table.status == Status.PENDING.value)):
         score_thr = operating_threshold(store, slide_id)  # looked up only where there are candidates
     categories = _categories(table, count_pending, 0.0 if score_thr is None else score_thr, mpp)
     centres = table.centres

@@ -33,15 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from midog_viewer.classes import MITOTIC_FIGURE
+from midog_viewer.classes import GC_POINT_NAMES, HARD_NEGATIVE, MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import EXPORT_FORMATS, atomic, csv_table, gc_points, geojson, midog_coco, sliderunner
 from midog_viewer.formats.records import ImageAnnotations
-from midog_viewer.review.store import REVIEWED_STATUSES, ObjectTable, ReviewStore, Slide
+from midog_viewer.review.status import DETECTION, REVIEWED_STATUSES
+from midog_viewer.review.store import ObjectTable, ReviewStore, Slide
 
 SELECTIONS = ("reviewed", "detections", "all")
-#: The class names the MIDOG evaluation accepts in "Multiple points" files.
-_GC_NAMES = {True: "mitotic figure", False: "non-mitotic figure"}
 
 
 @dataclass
@@ -58,7 +57,7 @@ def select(table: ObjectTable, selection: str) -> ObjectTable:
     if selection == "reviewed":
         return table.select(np.isin(table.status, REVIEWED_STATUSES))
     if selection == "detections":
-        return table.select(table.kind == "detection")
+        return table.select(table.kind == DETECTION)
     if selection == "all":
         return table
     raise AnnotationFormatError(f"unknown selection {selection!r}; use one of {', '.join(SELECTIONS)}.")
@@ -138,7 +137,7 @@ def _mm_points(slide: Slide, table: ObjectTable) -> list[gc_points.PointPredicti
     centres = table.centres * to_mm
     return [
         gc_points.PointPrediction(
-            float(centres[i, 0]), float(centres[i, 1]), 0.0, _GC_NAMES[table.label[i] == MITOTIC_FIGURE],
+            float(centres[i, 0]), float(centres[i, 1]), 0.0, GC_POINT_NAMES[MITOTIC_FIGURE if table.label[i] == MITOTIC_FIGURE else HARD_NEGATIVE],
             1.0 if math.isnan(table.score[i]) else float(table.score[i]),
         )
         for i in range(len(table))

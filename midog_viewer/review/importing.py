@@ -28,6 +28,7 @@ from midog_viewer.errors import AnnotationFormatError, ReviewStoreError
 from midog_viewer.evaluate import RADIUS_MM, near_any
 from midog_viewer.formats.importing import detect_format, read_file
 from midog_viewer.formats.records import ImageAnnotations, check_coordinates, check_image_name, outside_image
+from midog_viewer.review.status import ANNOTATION
 from midog_viewer.review.store import ReviewStore, Slide
 
 
@@ -119,7 +120,7 @@ def import_file(
 def _not_stored(store: ReviewStore, slide: Slide, image: ImageAnnotations) -> np.ndarray:
     """Bool per label: no annotation of the slide with its class has its centre within the MIDOG radius."""
     stored = store.objects(slide.id)
-    stored = stored.select(stored.kind == "annotation")
+    stored = stored.select(stored.kind == ANNOTATION)
     new = np.ones(len(image), dtype=bool)
     if not len(stored):
         return new

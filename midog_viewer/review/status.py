@@ -32,6 +32,22 @@ class Status(str, Enum):
     MISSED = "missed"
 
 
+#: Statuses of the labels a review produced (what exports and training take as labelled).
+REVIEWED_STATUSES: tuple[str, ...] = (Status.ACCEPTED.value, Status.GROUND_TRUTH.value, Status.RELABELLED.value)
+
+
+class Kind(str, Enum):
+    """What an object of the store is: a model's detection or an annotation (imported or added by hand)."""
+
+    DETECTION = "detection"
+    ANNOTATION = "annotation"
+
+
+#: The kinds as the plain strings of an :class:`ObjectTable`'s ``kind`` column (for numpy comparisons).
+DETECTION: str = Kind.DETECTION.value
+ANNOTATION: str = Kind.ANNOTATION.value
+
+
 class Verdict(str, Enum):
     """What one row of the decision log says.
 

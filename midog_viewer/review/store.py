@@ -51,20 +51,15 @@ from midog_viewer.review.records import (
     file_identity,
 )
 from midog_viewer.review.schema import SCHEMA_VERSION
-from midog_viewer.review.status import Status, Verdict
+from midog_viewer.review.status import ANNOTATION, DETECTION, REVIEWED_STATUSES, Status, Verdict
 
 __all__ = [
     "ANNOTATION", "DETECTION", "GROUND_TRUTH_SOURCE", "HAND", "REVIEWED_STATUSES", "SCHEMA_VERSION",
     "Decision", "HPFRegion", "ObjectTable", "ReviewStore", "Slide",
 ]
 
-DETECTION = "detection"
-ANNOTATION = "annotation"
 HAND = "hand"
 GROUND_TRUTH_SOURCE = "ground truth"
-
-#: Statuses of the labels a review produced (what exports and training take as labelled).
-REVIEWED_STATUSES = (Status.ACCEPTED.value, Status.GROUND_TRUTH.value, Status.RELABELLED.value)
 
 
 class ReviewStore:

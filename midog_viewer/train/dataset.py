@@ -20,6 +20,7 @@ import torch
 
 from midog_viewer.classes import CLASS_NAMES, HARD_NEGATIVE, canonical_class
 from midog_viewer.errors import AnnotationFormatError, MidogError, TrainingError
+from midog_viewer.review.status import REVIEWED_STATUSES, Status
 
 #: Pixel spacing assumed when neither the slide nor the annotation file gives one (MIDOG's scanners: 0.23–0.25).
 DEFAULT_MPP = 0.25
@@ -205,9 +206,9 @@ def images_from_review_store(db_path: str | Path) -> list[LabelledImage]:
 
 def training_label(status: str, label: str) -> int | None:
     """Class index a reviewed object trains as, or None when it does not train (pending, deleted, other class)."""
-    if status == "rejected":
+    if status == Status.REJECTED.value:
         return CLASS_NAMES.index(HARD_NEGATIVE)
-    if status in ("accepted", "ground truth", "relabelled"):
+    if status in REVIEWED_STATUSES:
         return _class_index(label)
     return None
 

@@ -22,8 +22,10 @@ from typing import Any
 
 import torch
 
+from midog_viewer.detect.config import PRESET_NAMES
 from midog_viewer.detect.torch_file import load_weights_only
 from midog_viewer.errors import ModelError, TrainingError
+from midog_viewer.evaluate import RADIUS_UM
 from midog_viewer.train.data import NO_DATA, DataSpec, Split, gather, resolve_paths
 from midog_viewer.train.dataset import LabelledImage, PatchDataset, collate
 from midog_viewer.train.model import build_model, write_checkpoint
@@ -94,7 +96,9 @@ def train(
     if data is None:
         raise TrainingError(NO_DATA)
     if config is None and init is None:
-        raise TrainingError("name a model configuration (--config tiny|r50|x101-64x4d) or a checkpoint to fine-tune (--init).")
+        raise TrainingError(
+            f"name a model configuration (--config {'|'.join(PRESET_NAMES)}) or a checkpoint to fine-tune (--init)."
+        )
     if previous is None and (out_dir / STATE_FILE).exists():
         raise TrainingError(f"{out_dir} already holds a run; resume it with --resume {out_dir} or choose another --out.")
     torch_device = _device(device)
@@ -397,7 +401,7 @@ class _Loop:
         best = next((h for h in self.history if h["epoch"] == self.best_epoch), None)
         metrics = {
             "status": status,
-            "metric": "MIDOG F1 (hit within 7.5 um, mitotic-figure detections with score >= threshold)",
+            "metric": f"MIDOG F1 (hit within {RADIUS_UM:g} um, mitotic-figure detections with score >= threshold)",
             "score_threshold": (best or {}).get("score_threshold", self.recipe.val_score_threshold),
             "score_threshold_chosen_on_validation": self.recipe.val_score_threshold is None,
             "val_f1": self.best_f1,

@@ -16,7 +16,7 @@ import torch
 
 from midog_viewer.detect.detections import Detections
 from midog_viewer.detect.engine import Detector
-from midog_viewer.evaluate import f1_from_boxes
+from midog_viewer.evaluate import RADIUS_UM, f1_from_boxes
 from midog_viewer.train.dataset import LabelledImage, RegionSource
 
 #: Detections below this score are dropped before scoring (thresholds for the F1 are chosen above it).
@@ -59,7 +59,7 @@ def midog_scores(
     images: Sequence[LabelledImage],
     predictions: Sequence[Detections],
     score_threshold: float = 0.5,
-    radius_um: float = 7.5,
+    radius_um: float = RADIUS_UM,
 ) -> dict[str, Any]:
     """MIDOG TP/FP/FN, precision, recall and F1 of "mitotic figure" predictions scoring ≥ the threshold."""
     return f1_from_boxes(

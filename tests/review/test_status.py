@@ -7,7 +7,8 @@ import pytest
 
 from midog_viewer.errors import ReviewStoreError
 from midog_viewer.review import ReviewStore, Status, colour_for
-from midog_viewer.review.evaluation_view import evaluation_table, match_points
+from midog_viewer.evaluate import match_points
+from midog_viewer.review.evaluation_view import evaluation_table
 
 
 def test_review_colours():
