@@ -57,13 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"midog-viewer {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"midog_viewer.cli.{name}")
-        except ModuleNotFoundError as exc:  # an area not built yet in this checkout
-            if exc.name == f"midog_viewer.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"midog_viewer.cli.{name}").register(subparsers)
     return parser
 
 

@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--init", metavar="CKPT", help="fine-tune from this checkpoint (ours or an mmdet .pth)")
     model.add_argument("--baseline", metavar="CKPT", help="model to compare against on validation (default: --init)")
     run = parser.add_argument_group("run")
-    run.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder to write")
-    run.add_argument("--resume", metavar="RUN", help="continue the run saved in this folder")
+    run.add_argument("--out", metavar="RUN_DIR", help="run folder to write (default with --resume: the resumed one)")
+    run.add_argument("--resume", metavar="RUN", help="continue the run saved in this folder (in it, unless --out)")
     run.add_argument("--epochs", type=int, help="epochs in all (default 50; on --resume, the saved run's)")
     run.add_argument("--batch-size", type=int, help="patches per step (default 4)")
     run.add_argument("--lr", type=float, help="base learning rate (default 0.01)")
@@ -76,7 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_train(args: argparse.Namespace) -> int:
+    from midog_viewer.errors import TrainingError
     from midog_viewer.train import DataSpec, Recipe, train
+
+    if args.out is None and args.resume is None:
+        raise TrainingError("name the run folder to write with --out RUN_DIR (or continue a run with --resume RUN).")
+    out = args.out if args.out is not None else args.resume
 
     data = DataSpec(
         dbs=list(args.db),
@@ -95,7 +100,7 @@ def handle_train(args: argparse.Namespace) -> int:
     with stop_on_signals() as stop:
         result = train(
             None if data.empty else data,
-            args.out,
+            out,
             config=args.config,
             recipe=recipe,
             device=args.device,

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from midog_viewer.detect.config import PRESET_NAMES
+from midog_viewer.detect.config import PRESET_NAMES, CascadeConfig
 from midog_viewer.detect.torch_file import load_weights_only
 from midog_viewer.errors import ModelError, TrainingError
 from midog_viewer.evaluate import RADIUS_UM
@@ -31,7 +31,7 @@ from midog_viewer.train.dataset import LabelledImage, PatchDataset, collate
 from midog_viewer.train.model import build_model, write_checkpoint
 from midog_viewer.train.mosaic import MosaicDataset, validation_mosaics
 from midog_viewer.train.progress import ProgressWriter
-from midog_viewer.train.recipe import Augmenter, Recipe, lr_factor
+from midog_viewer.train.recipe import Augmenter, Recipe, lr_factor, total_steps
 from midog_viewer.train.stain import ImageStain
 from midog_viewer.train.validate import validation_scores
 
@@ -107,8 +107,6 @@ def train(
     split = gather(data)
     model, model_config = build_model(config, init, recipe.model_overrides())
     model_config = dataclasses.replace(model_config, mpp=training_mpp(split.train, model_config.mpp))
-    # Validation runs the in-memory model through the detector, which resamples by the model's own config.
-    model.config = dataclasses.replace(model.config, mpp=model_config.mpp)
     baseline = baseline if baseline is not None else init
     baseline_model = build_model(None, baseline)[0] if baseline is not None and baseline != init else None
     state = _load_state(Path(resume)) if resume is not None else None
@@ -150,7 +148,7 @@ class _Loop:
         self,
         split: Split,
         model: torch.nn.Module,
-        model_config: Any,
+        model_config: CascadeConfig,
         recipe: Recipe,
         device: torch.device,
         out_dir: Path,
@@ -158,9 +156,9 @@ class _Loop:
         echo: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.split, self.recipe, self.device, self.out_dir = split, recipe, device, out_dir
-        self.model_config = model_config
         self.should_stop = should_stop
         self.model = model.to(device)
+        self.model_config = model_config
         self.stain = ImageStain() if recipe.stain_normalise else None
         self.val_images = split.val
         if recipe.mosaic_side:
@@ -180,7 +178,7 @@ class _Loop:
                 seed=recipe.seed,
             )
         self.steps_per_epoch = math.ceil(len(self.dataset) / recipe.batch_size)
-        self.total_steps = self.steps_per_epoch * recipe.epochs
+        self.total_steps = total_steps(len(self.dataset), recipe)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
             params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
@@ -199,6 +197,20 @@ class _Loop:
         self.best_epoch: int | None = None
         self.baseline_f1: float | None = None
         self.training_data: dict[str, Any] = {}
+
+    @property
+    def model_config(self) -> CascadeConfig:
+        """The model's configuration as checkpoints record it (the one source of truth).
+
+        The model in training carries the same configuration plus the recipe's training-time sampling sizes
+        (validation runs it through the detector, which resamples by the model's own ``mpp``).
+        """
+        return self._model_config
+
+    @model_config.setter
+    def model_config(self, config: CascadeConfig) -> None:
+        self._model_config = config
+        self.model.config = dataclasses.replace(config, **self.recipe.model_overrides())
 
     # ------------------------------------------------------------------ state
 

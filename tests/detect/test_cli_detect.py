@@ -9,8 +9,6 @@ import pytest
 
 from midog_viewer.cli import main
 
-pytest.importorskip("midog_viewer.io")
-
 
 def test_json_output_reproduces_mmdet_on_a_512_tile(shared_data, tmp_path, capsys):
     folder = shared_data / "mmdet_reference"

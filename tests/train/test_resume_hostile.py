@@ -99,3 +99,29 @@ def test_a_damaged_foreign_or_hostile_state_is_one_line(tmp_path, capsys, state,
     assert [str(w.message) for w in caught if "torch" in w.filename] == []
     assert not victim.exists()
     assert _listing(run) == before
+
+
+def test_resume_without_out_continues_in_the_resumed_folder(tmp_path, capsys, monkeypatch):
+    """The cancel message says "resume with --resume RUN": that alone is enough, --out defaults to RUN."""
+    from midog_viewer.train.run import RunResult
+
+    run = _run_folder(tmp_path)
+    torch.save({"model": {}, "step": 0}, run / "state.pt")
+    seen = {}
+
+    def fake_train(data, out_dir, **kwargs):
+        seen.update(out_dir=Path(out_dir), resume=Path(kwargs["resume"]))
+        return RunResult("done", Path(out_dir), 0.5, 1, None, 1, 3)
+
+    monkeypatch.setattr("midog_viewer.train.train", fake_train)
+    assert main(["train", "--resume", str(run), "--json"]) == 0
+    assert seen == {"out_dir": run, "resume": run}
+    assert json.loads(capsys.readouterr().out)["run"] == str(run)
+
+
+def test_train_without_out_or_resume_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "tiny", "--synthetic", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out RUN_DIR" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -248,3 +248,29 @@ def test_a_model_trained_on_20x_images_is_validated_and_saved_at_20x(tmp_path, m
     assert result.status == "done"
     assert asked and all(pair == (0.5, 0.5) for pair in asked)  # validation images seen at zoom 1
     assert load_model(result.best_checkpoint)[1].config.mpp == 0.5
+
+
+def test_the_loop_keeps_one_model_configuration(tmp_path):
+    """What checkpoints record is the one configuration; the model in training carries it plus the recipe's
+    sampling sizes, and a change to it (the tuned operating point) reaches both. Steps come from total_steps."""
+    import dataclasses
+
+    from midog_viewer.detect import CascadeConfig, build_cascade_rcnn
+    from midog_viewer.train.data import Split
+    from midog_viewer.train.dataset import synthetic_images
+    from midog_viewer.train.recipe import Recipe, total_steps
+    from midog_viewer.train.run import _Loop
+
+    torch.set_num_threads(1)
+    images = synthetic_images(2, size=128)
+    recipe = Recipe(epochs=3, batch_size=2, patch_size=128, rcnn_samples=32, stain_normalise=False)
+    tiny = CascadeConfig.named("tiny")
+    model = build_cascade_rcnn(dataclasses.replace(tiny, **recipe.model_overrides()))
+    recorded = dataclasses.replace(tiny, mpp=0.23)
+    loop = _Loop(Split(images[:1], images[1:]), model, recorded, recipe, torch.device("cpu"), tmp_path, lambda: False)
+    assert loop.model_config == recorded
+    assert loop.model.config == dataclasses.replace(recorded, rcnn_num_samples=32)
+    loop.model_config = dataclasses.replace(loop.model_config, score_threshold=0.7)
+    assert loop.model.config.score_threshold == 0.7 and loop.model.config.mpp == 0.23
+    assert loop.model.config.rcnn_num_samples == 32 and loop.model_config.rcnn_num_samples == tiny.rcnn_num_samples
+    assert loop.total_steps == total_steps(len(loop.dataset), recipe) == 3 * loop.steps_per_epoch
