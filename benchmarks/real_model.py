@@ -33,7 +33,7 @@ DATA = REPO.parent / "shared" / "data" / "real_mitosis"
 
 def mosaics(images, size: int = 4, side: int = 128):
     """Crops of one source at ``side`` px placed ``size`` × ``size`` (white where a crop is smaller)."""
-    from midog_viewer.train.dataset import LabelledImage
+    from midog_viewer.train.sources import LabelledImage
 
     out = []
     for start in range(0, len(images), size * size):

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from midog_viewer.detect import load_model
     from midog_viewer.train import DataSpec, Recipe, read_progress, train
-    from midog_viewer.train.dataset import synthetic_images
+    from midog_viewer.train.sources import synthetic_images
     from midog_viewer.train.validate import midog_scores, predict_images
 
     run_dir = Path(args.run)

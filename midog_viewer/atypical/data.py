@@ -21,7 +21,7 @@ import torch
 
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import SlideError, TrainingError
-from midog_viewer.train.dataset import validation_by_slide
+from midog_viewer.train.splits import validation_by_slide
 
 #: Sub-folders of ``real_mitosis`` holding 128 px crops centred on a rated mitotic figure.
 CROP_FOLDERS = ("amibr", "atnorm_md")

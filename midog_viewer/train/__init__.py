@@ -5,10 +5,11 @@
 """
 
 from midog_viewer.train.data import DataSpec, Split, gather
-from midog_viewer.train.dataset import LabelledImage, PatchDataset
+from midog_viewer.train.patches import PatchDataset
 from midog_viewer.train.progress import ProgressReader, ProgressWriter, read_progress
 from midog_viewer.train.recipe import Augmenter, Recipe
 from midog_viewer.train.run import RunResult, saved_recipe, train
+from midog_viewer.train.sources import LabelledImage
 
 __all__ = [
     "Augmenter",

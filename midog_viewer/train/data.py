@@ -13,18 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from midog_viewer.errors import TrainingError
-from midog_viewer.train.dataset import (
+from midog_viewer.train.sources import (
     LabelledImage,
-    apply_split,
-    check_labels,
     check_readable,
     images_from_coco,
     images_from_review_store,
-    read_split_file,
-    split_by_image,
-    split_by_slide,
     synthetic_images,
 )
+from midog_viewer.train.splits import apply_split, check_labels, read_split_file, split_by_image, split_by_slide
 from midog_viewer.train.points import images_from_points
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from midog_viewer.train.dataset import LabelledImage
+from midog_viewer.train.sources import LabelledImage
 
 #: Side of a mosaic field in px (a detector tile).
 MOSAIC_SIDE = 512
@@ -106,7 +106,7 @@ def validation_mosaics(images: Sequence[LabelledImage], side: int = MOSAIC_SIDE)
 
 
 class MosaicDataset(torch.utils.data.Dataset):
-    """Training mosaics of crops (same contract as :class:`~midog_viewer.train.dataset.PatchDataset`).
+    """Training mosaics of crops (same contract as :class:`~midog_viewer.train.patches.PatchDataset`).
 
     Every crop appears in exactly one mosaic per epoch; :meth:`set_epoch` reshuffles which, and each
     crop's turn, reproducibly from the seed. ``stain`` (per crop) and ``augment`` (per mosaic) follow the

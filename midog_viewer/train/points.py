@@ -22,7 +22,7 @@ import numpy as np
 from midog_viewer.classes import CLASS_NAMES, canonical_class
 from midog_viewer.errors import MidogError, TrainingError
 from midog_viewer.io import IMAGE_SUFFIXES
-from midog_viewer.train.dataset import DEFAULT_MPP, LabelledImage
+from midog_viewer.train.sources import DEFAULT_MPP, LabelledImage
 
 #: Side of the box a labelled centre becomes, in µm (MIDOG: 50 px boxes at 0.25 µm/px).
 MIDOG_BOX_UM = 12.5

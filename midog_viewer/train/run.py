@@ -27,7 +27,8 @@ from midog_viewer.detect.torch_file import load_weights_only
 from midog_viewer.errors import ModelError, TrainingError
 from midog_viewer.evaluate import RADIUS_UM
 from midog_viewer.train.data import NO_DATA, DataSpec, Split, gather, resolve_paths
-from midog_viewer.train.dataset import LabelledImage, PatchDataset, collate
+from midog_viewer.train.patches import PatchDataset, collate
+from midog_viewer.train.sources import LabelledImage
 from midog_viewer.train.model import build_model, write_checkpoint
 from midog_viewer.train.mosaic import MosaicDataset, validation_mosaics
 from midog_viewer.train.progress import ProgressWriter

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from midog_viewer.train.dataset import LabelledImage, RegionSource
+from midog_viewer.train.patches import RegionSource
+from midog_viewer.train.sources import LabelledImage
 
 #: Patches (around labelled objects) the stain matrix of a file-backed image is fitted on.
 FIT_PATCHES = 8

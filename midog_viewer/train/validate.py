@@ -17,7 +17,8 @@ import torch
 from midog_viewer.detect.detections import Detections
 from midog_viewer.detect.engine import Detector
 from midog_viewer.evaluate import RADIUS_UM, f1_from_boxes
-from midog_viewer.train.dataset import LabelledImage, RegionSource
+from midog_viewer.train.patches import RegionSource
+from midog_viewer.train.sources import LabelledImage
 
 #: Detections below this score are dropped before scoring (thresholds for the F1 are chosen above it).
 SCORE_FLOOR = 0.05

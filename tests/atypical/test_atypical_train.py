@@ -15,7 +15,8 @@ from midog_viewer.atypical.data import labelled_crops, split_crops
 from midog_viewer.atypical.model import AtypicalConfig, load_classifier
 from midog_viewer.atypical.train import AtypicalRecipe, train_atypical
 from midog_viewer.errors import TrainingError
-from midog_viewer.train.dataset import LabelledImage, split_by_slide
+from midog_viewer.train.sources import LabelledImage
+from midog_viewer.train.splits import split_by_slide
 from midog_viewer.train.progress import read_progress
 
 

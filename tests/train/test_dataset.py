@@ -10,19 +10,16 @@ import torch
 
 from midog_viewer.errors import TrainingError
 from midog_viewer.train.data import DataSpec, gather
-from midog_viewer.train.dataset import (
+from midog_viewer.train.patches import PatchDataset, boxes_in_window
+from midog_viewer.train.sources import (
     LabelledImage,
-    PatchDataset,
-    apply_split,
-    boxes_in_window,
     check_readable,
     images_from_coco,
     images_from_review_store,
-    read_split_file,
-    split_by_image,
     synthetic_images,
     training_label,
 )
+from midog_viewer.train.splits import apply_split, read_split_file, split_by_image
 
 
 def test_coco_reads_midog_quirks(midog_dataset):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from midog_viewer.detect.detections import Detections
-from midog_viewer.train.dataset import LabelledImage
+from midog_viewer.train.sources import LabelledImage
 from midog_viewer.train.validate import field_scores, tuned_field_scores
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from midog_viewer.train.dataset import LabelledImage
+from midog_viewer.train.sources import LabelledImage
 from midog_viewer.train.mosaic import MosaicDataset, _turn, validation_mosaics
 
 

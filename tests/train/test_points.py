@@ -11,7 +11,9 @@ from PIL import Image
 
 from midog_viewer.errors import TrainingError
 from midog_viewer.train.data import DataSpec, gather
-from midog_viewer.train.dataset import LabelledImage, PatchDataset, split_by_slide
+from midog_viewer.train.patches import PatchDataset
+from midog_viewer.train.sources import LabelledImage
+from midog_viewer.train.splits import split_by_slide
 from midog_viewer.train.points import MIDOG_BOX_UM, images_from_points
 
 

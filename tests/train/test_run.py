@@ -230,7 +230,7 @@ def test_a_model_trained_on_20x_images_is_validated_and_saved_at_20x(tmp_path, m
     import midog_viewer.detect.engine as engine
     import midog_viewer.train.data as data_module
     from midog_viewer.train import DataSpec, Recipe, train
-    from midog_viewer.train.dataset import synthetic_images
+    from midog_viewer.train.sources import synthetic_images
 
     def at_20x(*args, **kwargs):
         images = synthetic_images(*args, **kwargs)
@@ -257,7 +257,7 @@ def test_the_loop_keeps_one_model_configuration(tmp_path):
 
     from midog_viewer.detect import CascadeConfig, build_cascade_rcnn
     from midog_viewer.train.data import Split
-    from midog_viewer.train.dataset import synthetic_images
+    from midog_viewer.train.sources import synthetic_images
     from midog_viewer.train.recipe import Recipe, total_steps
     from midog_viewer.train.run import _Loop
 

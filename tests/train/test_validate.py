@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from midog_viewer.detect.detections import Detections
-from midog_viewer.train.dataset import LabelledImage
+from midog_viewer.train.sources import LabelledImage
 from midog_viewer.train.validate import CANDIDATE_THRESHOLDS, midog_scores, tuned_scores
 
 NAMES = ("mitotic figure", "hard negative")
