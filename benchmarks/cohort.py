@@ -1,7 +1,8 @@
 """Cohort figures in one run: tiles/s with 1 and 2 local workers (and the ratio), the share of tiles tissue
 detection removes on the real SVS and on a padded copy, time per mm² of tissue, and peak RSS per worker.
 
-The demo model on CPU (``--device cuda`` for a GPU). The tiles/s workload is a small cohort of synthetic
+The built-in model on CPU (``--device cuda`` for GPU workers; on a machine with CUDA the run also prints tiles/s
+of one GPU at batch 8 and 16 with AMP, against batch 1 as the baseline). The tiles/s workload is a small cohort of synthetic
 fields (all tissue), run through :class:`~midog_viewer.batch.run.CohortRun` after the cluster is up and the
 model loaded on every worker, so the figure is planning + detection + store writes, not start-up. Prints
 one JSON document.
@@ -86,6 +87,33 @@ def _timed_run(client, paths: list[Path], db: Path) -> tuple[float, int]:
     return seconds, result.tiles_detected
 
 
+def _gpu_batches(batches: tuple[int, ...] = (1, 8, 16), repeats: int = 3) -> dict | None:
+    """Tiles/s of one GPU (AMP) on the SVS's tissue tiles at each batch size; None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    figures: dict = {"gpu": torch.cuda.get_device_name(0)}
+    with open_slide(SVS) as slide:
+        for batch in batches:
+            detector = Detector(device="cuda", batch_size=batch)
+            tissue = tissue_filter(detect_tissue(slide))
+            detector.detect(slide, tile_filter=tissue)  # warm-up: kernels, cudnn autotune
+            torch.cuda.synchronize()
+            began = time.perf_counter()
+            for _ in range(repeats):
+                detector.detect(slide, tile_filter=tissue)
+            torch.cuda.synchronize()
+            seconds = (time.perf_counter() - began) / repeats
+            tiles = len(detector.plan(slide, None, tissue)[0])
+            figures[f"batch_{batch}"] = {"tiles": tiles, "seconds": round(seconds, 3),
+                                         "tiles_per_s": round(tiles / seconds, 1), "amp": detector.use_amp}
+    base = figures["batch_1"]["tiles_per_s"]
+    for batch in batches[1:]:
+        figures[f"batch_{batch}"]["ratio_to_batch_1"] = round(figures[f"batch_{batch}"]["tiles_per_s"] / base, 2)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -119,6 +147,9 @@ def main() -> None:
             finally:
                 stop(client, cluster)
         report["speedup_2_over_1_workers"] = round(speeds[2] / speeds[1], 2)
+    gpu = _gpu_batches()
+    if gpu is not None:
+        report["one_gpu_amp"] = gpu
     print(json.dumps(report, indent=1))
 
 

@@ -113,11 +113,14 @@ class CohortRun:
 
     def __init__(self, client: Any, store: ReviewStore, slides: list[Path], key: str, model_label: str,
                  progress: Progress | None = None, tiles_per_task: int = TILES_PER_TASK,
-                 on_commit: Callable[[Path, int], None] | None = None, plugin: str | None = None) -> None:
+                 on_commit: Callable[[Path, int], None] | None = None, plugin: str | None = None,
+                 resources: dict[str, float] | None = None) -> None:
         """``client`` may be None when :func:`needs_workers` says no slide needs detecting; ``plugin`` names the
-        workers' detector plugin (default: the one :func:`~midog_viewer.batch.cluster.start` registered)."""
+        workers' detector plugin and ``resources`` what each task asks of its worker (defaults: what
+        :func:`~midog_viewer.batch.cluster.start` registered)."""
         self.client, self.store, self.slides, self.key = client, store, slides, key
         self.plugin = plugin or getattr(client, "midog_plugin", None)
+        self.resources = resources if resources is not None else getattr(client, "midog_resources", None)
         self.model_label = model_label
         self.ledger = Ledger(store)
         self.progress = progress or Progress(len(slides), quiet=True)
@@ -165,7 +168,7 @@ class CohortRun:
     def _submit(self, state: _Slide, kind: str, tiles: list[int], fn: Callable, *args: Any) -> None:
         from distributed import as_completed
 
-        future = self.client.submit(fn, *args, pure=False, priority=self._priority(state))
+        future = self.client.submit(fn, *args, pure=False, priority=self._priority(state), resources=self.resources)
         if self._pending is None:
             self._pending = as_completed()
         self._jobs[future] = (state, kind, tiles)

@@ -32,7 +32,7 @@ class DetectorPlugin(WorkerPlugin):
 
     def __init__(self, model: str | None, device: str | None, score_thr: float | None,
                  torch_threads: int | None = None, batch_size: int | None = None,
-                 ignore_interrupt: bool = False) -> None:
+                 ignore_interrupt: bool = False, resources: dict[str, float] | None = None) -> None:
         settings = json.dumps([str(Path(model).expanduser().resolve()) if model else None, device, score_thr,
                                batch_size])
         self.name = f"{PLUGIN_NAME}-{hashlib.sha1(settings.encode()).hexdigest()[:12]}"
@@ -42,7 +42,9 @@ class DetectorPlugin(WorkerPlugin):
         self.torch_threads = torch_threads
         self.batch_size = batch_size
         self.ignore_interrupt = ignore_interrupt
+        self.resources = resources
         self.detector: Any = None
+        self.load_error: Exception | None = None
         self._slides: OrderedDict[str, Any] = OrderedDict()
 
     def setup(self, worker: Any) -> None:
@@ -61,8 +63,15 @@ class DetectorPlugin(WorkerPlugin):
         if device == "cuda" and torch.cuda.device_count() > 1:  # spread local workers over the GPUs
             index = worker.name if isinstance(worker.name, int) else abs(hash(str(worker.name)))
             device = f"cuda:{index % torch.cuda.device_count()}"
-        self.detector = Detector(self.model, device=device, score_thr=self.score_thr, batch_size=self.batch_size)
         self._slides = OrderedDict()
+        try:
+            self.detector = Detector(self.model, device=device, score_thr=self.score_thr, batch_size=self.batch_size)
+        except Exception as exc:
+            if not self.resources:
+                raise
+            # a worker of a mixed cluster without the resource (a CPU worker for GPU tasks) never gets a task;
+            # should one reach it, the task fails with this reason
+            self.detector, self.load_error = None, exc
 
     def teardown(self, worker: Any) -> None:
         for slide in self._slides.values():
@@ -85,9 +94,12 @@ class DetectorPlugin(WorkerPlugin):
 
 def _plugin(name: str) -> DetectorPlugin:
     try:
-        return get_worker().plugins[name]
+        plugin = get_worker().plugins[name]
     except KeyError:  # pragma: no cover - the client registers the plugin before submitting
         raise RuntimeError(f"the detector plugin {name} is not registered on this worker") from None
+    if plugin.detector is None and plugin.load_error is not None:
+        raise plugin.load_error
+    return plugin
 
 
 def plan_task(plugin_name: str, path: str) -> dict[str, Any]:

@@ -21,8 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--scheduler", metavar="ADDRESS", help="address of a running dask scheduler (tcp://host:8786)")
     where.add_argument("--workers", type=int, metavar="N",
                        help="local workers (default: one per GPU, else one per 2 CPU cores)")
-    parser.add_argument("--model", metavar="CKPT", help="our .safetensors checkpoint or an mmdet .pth (default: demo)")
+    parser.add_argument("--model", metavar="CKPT", help="our .safetensors checkpoint or an mmdet .pth (default: the built-in real-tissue model)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device of the workers (default: cuda if any)")
+    parser.add_argument("--resources", metavar="NAME=N[,...]",
+                        help="dask resources each detection task needs, e.g. GPU=1 for workers started with "
+                        "'dask worker --resources GPU=1' (default with --device cuda: GPU=1)")
     parser.add_argument("--score-thr", type=float, metavar="T", help="operating threshold (default: the model's)")
     parser.add_argument("--report", required=True, metavar="REPORT.csv", help="per-slide report (written atomically)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-slide lines")
@@ -42,6 +45,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise MidogError(f"--workers must be at least 1, not {args.workers}.")
     if args.score_thr is not None and not 0.0 <= args.score_thr <= 1.0:
         raise ModelError(f"the score threshold must lie between 0 and 1, not {args.score_thr}.")
+    from midog_viewer.batch.cluster import parse_resources
+
+    args.resources = parse_resources(args.resources)
     if args.model is not None:
         from midog_viewer.detect.checkpoint import load_model
 
@@ -71,7 +77,8 @@ def handle_batch(args: argparse.Namespace) -> int:
         try:
             client, cluster = None, None
             if needs_workers(store, slides, key):  # no cluster at all when every slide is finished already
-                client, cluster = start(args.scheduler, args.workers, args.device, args.model, args.score_thr)
+                client, cluster = start(args.scheduler, args.workers, args.device, args.model, args.score_thr,
+                                        resources=args.resources)
         except BaseException:
             store.close()
             if not existed:  # leave nothing behind

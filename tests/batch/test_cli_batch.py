@@ -17,6 +17,9 @@ from midog_viewer.cli import main
         (["--model", "{tmp}/missing.safetensors"], "missing.safetensors"),
         (["{tmp}/missing.svs"], "does not exist"),
         (["{tmp}/empty"], "holds no slides"),
+        (["--resources", "GPU"], "NAME=AMOUNT"),
+        (["--resources", "GPU=0"], "NAME=AMOUNT"),
+        (["--resources", "GPU=one"], "NAME=AMOUNT"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
