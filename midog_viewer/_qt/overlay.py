@@ -159,7 +159,7 @@ class BoxLayer:
         layer = self.layer
         status_column = layer.features.columns.get_loc("status")
         layer.features.iloc[rows, status_column] = statuses
-        if not _write_rows_in_place(self.viewer, layer, np.asarray(rows), colours):
+        if not _write_rows_in_place(layer, np.asarray(rows), colours):
             border = np.array(layer.border_color, dtype=np.float32)
             border[rows] = colours
             layer.border_color = border
@@ -179,14 +179,29 @@ def _quiet(layer: Points):
         yield
 
 
-def _write_rows_in_place(viewer, layer: Points, rows: np.ndarray, colours: np.ndarray) -> bool:
+def _drawn_by(layer: Points):
+    """The vispy layer that draws ``layer``, found among the layer's event subscribers (napari connects it there).
+
+    Not through ``viewer.window._qt_viewer``: napari hands a plugin's dock a proxy of the viewer, on which that
+    private attribute warns (a FutureWarning on every decision) and goes away in napari 0.10.
+    """
+    for callback in layer.events.set_data.callbacks:
+        owner = callback[0]() if isinstance(callback, tuple) and callable(callback[0]) else None
+        if owner is not None and hasattr(getattr(owner, "node", None), "points_markers"):
+            return owner
+    return None
+
+
+def _write_rows_in_place(layer: Points, rows: np.ndarray, colours: np.ndarray) -> bool:
     """Write border colours of ``rows`` into napari's table and the vispy buffer; False if this napari has no such path.
 
     napari's public setter re-slices and re-uploads every point; for one decision among 100,000 boxes
     that costs seconds, while the rows themselves are a few bytes of the vertex buffer.
     """
+    visual = _drawn_by(layer)
+    if visual is None:
+        return False
     try:
-        visual = viewer.window._qt_viewer.layer_to_visual[layer]
         markers = visual.node.points_markers
         buffer_rows = markers._data
         vbo = markers._vbo
