@@ -52,3 +52,26 @@ def test_a_decision_in_the_dock_napari_made_prints_no_warning(make_napari_viewer
     from midog_viewer._qt.overlay import _drawn_by
 
     assert _drawn_by(widget.overlay.predictions.layer) is not None  # the fast recolour path is still found
+
+
+def test_no_mitotic_score_and_no_f1_before_any_detection(review):
+    viewer, widget = review  # the sample's ground truth is there, nothing was detected yet
+    widget.update_counts(wait=True)
+    score, f1 = widget.counts_panel.score.text(), widget.counts_panel.f1.text()
+    assert not any(c.isdigit() for c in score) and "no detection" in score, score
+    assert f1 == ""
+    assert widget.counts_panel.cells[("image", "ground_truth")].text() != "–"  # what is known is still shown
+    widget.detect_whole(wait=True)
+    widget.update_counts(wait=True)
+    assert "Mitotic score " in widget.counts_panel.score.text() and "F1 " in widget.counts_panel.f1.text()
+
+
+def test_a_marked_hpf_partly_outside_the_image_counts_only_its_part_inside(review):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    session = widget.session
+    session.replace_hpfs([(-500.0, -400.0, 1000.0, 800.0)])  # a quarter of it lies on the 1024 × 768 image
+    field = session.counts(None, use_drawn=True).fields[0]
+    assert field.area_mm2 == pytest.approx(500 * 400 * session.mpp ** 2 / 1e6)
+    inside = (session.table.x1 + session.table.x2) / 2 < 500
+    assert field.mitoses <= int(inside.sum())
