@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 from napari.layers import Points
+from qtpy.QtCore import QTimer
 
 from midog_viewer.review.events import ObjectsChanged
 from midog_viewer.review.navigation import boxes_to_points
@@ -298,6 +299,12 @@ class ReviewOverlay:
 
 _RGBA = {"yellow": (1.0, 1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0, 1.0)}
 _HIDDEN = (0.0, 0.0, 0.0, 0.0)
+#: What the dock says when napari's own point tools try to change a box layer (the edit is taken back).
+_REFUSED = {
+    "removed": "napari's Delete does not judge a box, so it is back: select it and press R to reject it.",
+    "added": "Boxes are not added with napari's point tool: Shift+click adds a missed mitosis (stored).",
+    "changed": "Boxes do not move: it is back where it was found.",
+}
 
 
 def rgba_for(status: str) -> tuple[float, float, float, float]:
@@ -314,13 +321,25 @@ class OverlayPainter:
     are coloured by evaluation against ground truth (TP yellow, FP red) rather than by review status.
 
     ``on_new_layer`` is called with each box layer made later (the ground-truth one), for the dock's keys.
+    Edits made with napari's own tools (Delete, add or move points) would change the screen and not the store:
+    they are taken back and ``say`` tells why.
     """
 
     def __init__(self, overlay: ReviewOverlay, session: ReviewSession, threshold: Callable[[], float],
-                 evaluating: Callable[[], bool], on_new_layer: Callable[[BoxLayer], None]) -> None:
+                 evaluating: Callable[[], bool], on_new_layer: Callable[[BoxLayer], None],
+                 say: Callable[[str], None] = lambda _text: None) -> None:
         self.overlay, self.session = overlay, session
-        self._threshold, self._evaluating, self._on_new_layer = threshold, evaluating, on_new_layer
+        self._threshold, self._evaluating, self._on_new_layer, self._say = threshold, evaluating, on_new_layer, say
         session.events.objects_changed.connect(self._on_change)
+        for box_layer in overlay.box_layers():
+            box_layer.layer.events.data.connect(self._on_napari_edit)
+
+    def _on_napari_edit(self, event) -> None:
+        """A box deleted, added or moved with napari's tools: refused (redrawn from the store), and why."""
+        why = _REFUSED.get(str(event.action))
+        if why is not None:
+            self._say(why)
+            QTimer.singleShot(0, self.rebuild)  # after napari has finished its own edit
 
     def detach(self) -> None:
         self.session.events.objects_changed.disconnect(self._on_change)
@@ -353,6 +372,7 @@ class OverlayPainter:
             made = overlay.ground_truth is None
             ground_truth = overlay.ensure_ground_truth()
             if made:
+                ground_truth.layer.events.data.connect(self._on_napari_edit)
                 self._on_new_layer(ground_truth)
             parts += ((ground_truth, annotation & shown),)
         for box_layer, mask in parts:

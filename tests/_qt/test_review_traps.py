@@ -75,3 +75,34 @@ def test_a_marked_hpf_partly_outside_the_image_counts_only_its_part_inside(revie
     assert field.area_mm2 == pytest.approx(500 * 400 * session.mpp ** 2 / 1e6)
     inside = (session.table.x1 + session.table.x2) / 2 < 500
     assert field.mitoses <= int(inside.sum())
+
+
+def test_napari_select_and_delete_on_a_box_is_taken_back_and_says_why(review, qtbot):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    predictions = widget.overlay.predictions
+    before = len(predictions)
+    layer = predictions.layer
+    viewer.layers.selection.active = layer
+    layer.mode = "select"
+    layer.selected_data = {0}
+    key = int(predictions.ids[0])
+    _press(viewer, Qt.Key_Delete)  # napari's own binding: Points.remove_selected
+    assert "R to reject" in widget.status.text()
+    qtbot.waitUntil(lambda: len(layer.data) == before, timeout=5_000)
+    assert len(layer.data) == before and predictions.row_of(key) is not None  # back on screen
+    table = widget.session.store.objects(widget.session.slide_id)
+    assert table.status[(table.kind == "detection") & (table.id == key)][0] == "pending"  # the store never changed
+    layer.mode = "pan_zoom"
+    _press(viewer, Qt.Key_Space)  # and the review keys still work on it
+    assert widget.selected is not None
+
+
+@pytest.mark.parametrize("key", [Qt.Key_A, Qt.Key_R, Qt.Key_H])
+def test_review_keys_with_nothing_selected_say_why(review, key):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    widget.select(None)
+    widget.status.setText("")
+    _press(viewer, key)
+    assert widget.status.text().startswith("Nothing selected to ")
