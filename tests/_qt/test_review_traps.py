@@ -106,3 +106,16 @@ def test_review_keys_with_nothing_selected_say_why(review, key):
     widget.status.setText("")
     _press(viewer, key)
     assert widget.status.text().startswith("Nothing selected to ")
+
+
+def test_a_16_bit_tiff_opened_with_our_reader_says_why_in_one_line(make_napari_viewer, tmp_path, monkeypatch):
+    import tifffile
+
+    shown = []
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", shown.append)
+    path = tmp_path / "u16.tif"
+    tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint16), photometric="rgb")
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="midog-viewer")  # napari's own message would be an exception: "refused the file"
+    assert len(viewer.layers) == 0
+    assert len(shown) == 1 and "u16.tif" in shown[0] and "8-bit" in shown[0] and "\n" not in shown[0]
