@@ -119,3 +119,43 @@ def test_a_16_bit_tiff_opened_with_our_reader_says_why_in_one_line(make_napari_v
     viewer.open(str(path), plugin="midog-viewer")  # napari's own message would be an exception: "refused the file"
     assert len(viewer.layers) == 0
     assert len(shown) == 1 and "u16.tif" in shown[0] and "8-bit" in shown[0] and "\n" not in shown[0]
+
+
+def test_buttons_clicked_with_no_image_say_open_a_slide_first(make_napari_viewer, review_store, stand_in, qtbot,
+                                                               monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.uint8))  # an image, but not a slide opened by our reader
+    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
+    qtbot.addWidget(widget)
+    infos, errors = [], []
+    monkeypatch.setattr("midog_viewer._qt.notify.show_info", infos.append)
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", errors.append)
+    for button in (widget.detect_view_button, widget.detect_all_button, widget.counts_panel.mark_hpf):
+        QTest.mouseClick(button, Qt.LeftButton)
+    assert errors == [] and len(infos) == 3 and all(text.startswith("Open a slide") for text in infos)
+    assert widget.detector.calls == []
+
+
+def test_closing_the_image_during_detection_leaves_a_clean_dock(review, qtbot, monkeypatch):
+    viewer, widget = review
+    errors = []
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", errors.append)
+    real = widget.detector.iter_detect
+
+    def slow(slide, region, cancel=None, tile_filter=None):
+        yield from real(slide, (0, 0, 512, 768), cancel)  # the left half: one batch with boxes, one without
+        cancel.wait(10)  # a long last batch: the image is closed meanwhile
+
+    widget.detector.iter_detect = slow
+    widget.detect_whole()
+    qtbot.waitUntil(lambda: widget.progress.value() == 2, timeout=10_000)
+    viewer.layers.remove(widget.slide_layer)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    assert errors == []
+    assert (widget.progress.value(), widget.progress.maximum()) == (0, 1)  # not left busy or at 5 %
+    assert widget.session is None and widget.overlay is None and widget.selected is None
+    assert widget.detect_all_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert widget.load_button.isEnabled()
+    assert "closed" in widget.status.text()
+    assert [layer.name for layer in viewer.layers] == []  # our box and HPF layers went with it
+    assert widget.counts_panel.cells[("image", "pending")].text() == "–"
