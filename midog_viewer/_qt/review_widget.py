@@ -34,6 +34,7 @@ from midog_viewer._qt.notify import NO_SLIDE
 from midog_viewer._qt.notify import reports_errors as _reports_errors
 from midog_viewer._qt.overlay import ReviewOverlay
 from midog_viewer._qt.slide_view import SlideView
+from midog_viewer._qt.viewer import in_scroll_area
 from midog_viewer._qt.review_box import ReviewBox
 from midog_viewer.review.cohort import cohort_rows
 from midog_viewer.review.navigation import box_at, reading_order, step_in_order
@@ -95,7 +96,8 @@ class ReviewWidget(QWidget):
     # -- UI -------------------------------------------------------------------------------------
 
     def _build_ui(self, detector) -> None:
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         self.model_panel = ModelPanel(detector)
         self.model_panel.loaded.connect(lambda operating: self.threshold.setValue(round(operating * 100)))
         self.detection_panel = DetectionPanel(self, DEFAULT_THRESHOLD)
@@ -108,6 +110,7 @@ class ReviewWidget(QWidget):
         for part in (self.model_panel, self.detection_panel, self.review_box, self.counts_panel, self.cohort_panel):
             layout.addWidget(part)
         layout.addStretch(1)
+        in_scroll_area(self, content)
         # the parts' controls, under the names scripts and tests use
         panel = self.detection_panel
         self.threshold, self.progress, self.status, self.auto_detect = panel.threshold, panel.progress, panel.status, panel.auto_detect

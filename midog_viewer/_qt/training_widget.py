@@ -119,7 +119,10 @@ class TrainingWidget(QWidget):
     # -- UI -------------------------------------------------------------------------------------
 
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        from midog_viewer._qt.viewer import in_scroll_area
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
 
         data = QGroupBox("Data (split by image)")
         form = QFormLayout(data)
@@ -181,6 +184,7 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.result_label)
         self.use_button = QPushButton("Use this model", clicked=self.use_model, enabled=False)
         layout.addWidget(self.use_button)
+        in_scroll_area(self, content)  # the panel scrolls instead of growing the window past the screen
 
     def _with_browse(self, edit: QLineEdit, handler) -> QWidget:
         row = QWidget()

@@ -7,6 +7,9 @@ import sys
 from collections.abc import Sequence
 
 import napari
+from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtGui import QGuiApplication
+from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 #: The dock widget opened beside the slides, as named in ``napari.yaml``.
 REVIEW_WIDGET = "Mitosis review"
@@ -33,6 +36,45 @@ def keep_triton_out() -> None:
         sys.modules["triton"] = None
 
 
+class _FitWidth(QObject):
+    """Keeps ``owner`` at least as wide as ``content`` asks, re-read whenever the content's layout changes
+    (napari's style sheet, applied after construction, makes text wider)."""
+
+    def __init__(self, owner: QWidget, content: QWidget, extra: int) -> None:
+        super().__init__(owner)
+        self.owner, self.content, self.extra = owner, content, extra
+        content.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() in (QEvent.LayoutRequest, QEvent.Show, QEvent.StyleChange, QEvent.Polish):
+            self.owner.setMinimumWidth(self.content.sizeHint().width() + self.extra)
+        return False
+
+
+def in_scroll_area(owner: QWidget, content: QWidget) -> None:
+    """Show ``content`` in ``owner`` through a vertical scroll area, ``owner`` as wide as the content needs.
+
+    A dock then never makes the window taller than the screen (it scrolls instead), and its text is not cut.
+    """
+    area = QScrollArea(owner)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+    area.setWidget(content)
+    layout = QVBoxLayout(owner)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(area)
+    _FitWidth(owner, content, area.verticalScrollBar().sizeHint().width())
+
+
+def fit_to_screen(viewer: napari.Viewer) -> None:
+    """Give the window the screen's available area (napari opens at 1090 × 815 whatever the screen)."""
+    screen = QGuiApplication.primaryScreen()
+    if screen is not None:
+        available = screen.availableGeometry()
+        viewer.window.set_geometry(available.x(), available.y(), available.width(), available.height())
+
+
 def open_viewer(paths: Sequence[str] | None, show: bool = True, store=None) -> napari.Viewer:
     """A napari viewer on ``paths`` (each through our lazy reader) or, with none, on the synthetic sample.
 
@@ -54,6 +96,7 @@ def open_viewer(paths: Sequence[str] | None, show: bool = True, store=None) -> n
         viewer.window.add_dock_widget(ReviewWidget(viewer, store=store), name=REVIEW_WIDGET, area="right")
     elif importlib.util.find_spec("midog_viewer._qt.review_widget") is not None:
         viewer.window.add_plugin_dock_widget("midog-viewer", REVIEW_WIDGET)
+    fit_to_screen(viewer)
     return viewer
 
 
