@@ -109,6 +109,8 @@ def test_viewer_opens_the_sample(make_napari_viewer, sample_cache):
 
 @pytest.mark.gui
 def test_open_viewer_with_paths_and_with_none(qtbot, ome_pyramid, sample_cache):
+    from qtpy.QtWidgets import QApplication
+
     from midog_viewer._qt.viewer import REVIEW_WIDGET, open_viewer
 
     review_dock_installed = importlib.util.find_spec("midog_viewer._qt.review_widget") is not None
@@ -120,5 +122,7 @@ def test_open_viewer_with_paths_and_with_none(qtbot, ome_pyramid, sample_cache):
             assert slides[0].multiscale
             assert viewer.canvas.overlays.scale_bar.visible
             assert (f"{REVIEW_WIDGET} (midog-viewer)" in viewer.window.dock_widgets) == review_dock_installed
+            screen = QApplication.primaryScreen().availableGeometry()
+            assert viewer.window.geometry() == (screen.x(), screen.y(), screen.width(), screen.height())
         finally:
             viewer.close()

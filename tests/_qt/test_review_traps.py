@@ -161,27 +161,27 @@ def test_closing_the_image_during_detection_leaves_a_clean_dock(review, qtbot, m
     assert widget.counts_panel.cells[("image", "pending")].text() == "–"
 
 
-def test_the_first_window_fills_the_screen_and_the_docks_fit_it(tmp_path, monkeypatch, qtbot):
+def test_the_first_window_fills_the_screen_and_the_docks_fit_it(make_napari_viewer, tmp_path, monkeypatch, qtbot):
     from qtpy.QtWidgets import QApplication, QLabel
 
-    from midog_viewer._qt.viewer import open_viewer, review_dock
+    from midog_viewer._qt.viewer import fit_to_screen, review_dock
 
     monkeypatch.setenv("MIDOG_VIEWER_DB", str(tmp_path / "reviews.sqlite"))
-    viewer = open_viewer(None, show=True)
-    try:
-        qtbot.wait(100)
-        screen = QApplication.primaryScreen().availableGeometry()
-        left, top, width, height = viewer.window.geometry()
-        assert width <= screen.width() and height <= screen.height()
-        assert width >= 0.9 * screen.width() and height >= 0.9 * screen.height()  # not napari's 1090 × 815
-        canvas_h, canvas_w = viewer.canvas.size
-        assert canvas_w >= 0.5 * width and canvas_h >= 0.5 * height  # the slide has most of the window
-        dock = review_dock(viewer)
-        cut = [label.text() for label in dock.counts_panel.findChildren(QLabel)
-               if label.isVisible() and not label.wordWrap() and label.width() < label.sizeHint().width()]
-        assert cut == []  # every counts-table label shows its whole text
-        viewer.window.add_plugin_dock_widget("midog-viewer", "Train the detector")
-        qtbot.wait(100)
-        assert viewer.window.geometry()[3] <= screen.height()  # the training panel scrolls instead
-    finally:
-        viewer.close()
+    viewer = make_napari_viewer(show=True)  # what open_viewer does (it is checked in test_napari_reader.py)
+    viewer.open_sample("midog-viewer", "synthetic-hpf")
+    viewer.window.add_plugin_dock_widget("midog-viewer", "Mitosis review")
+    fit_to_screen(viewer)
+    qtbot.wait(100)
+    screen = QApplication.primaryScreen().availableGeometry()
+    left, top, width, height = viewer.window.geometry()
+    assert width <= screen.width() and height <= screen.height()
+    assert width >= 0.9 * screen.width() and height >= 0.9 * screen.height()  # not napari's 1090 × 815
+    canvas_h, canvas_w = viewer.canvas.size
+    assert canvas_w >= 0.5 * width and canvas_h >= 0.5 * height  # the slide has most of the window
+    dock = review_dock(viewer)
+    cut = [label.text() for label in dock.counts_panel.findChildren(QLabel)
+           if label.isVisible() and not label.wordWrap() and label.width() < label.sizeHint().width()]
+    assert cut == []  # every counts-table label shows its whole text
+    viewer.window.add_plugin_dock_widget("midog-viewer", "Train the detector")
+    qtbot.wait(100)
+    assert viewer.window.geometry()[3] <= screen.height()  # the training panel scrolls instead
