@@ -28,8 +28,6 @@ GUI_PACKAGES = ("qtpy", "PySide2", "PySide6", "PyQt5", "PyQt6", "napari", "super
 GUI_MODULES = ("midog_viewer._napari", "midog_viewer.cli.gui")
 #: What a codec under formats/ may import from the package.
 FORMATS_MAY_IMPORT = ("midog_viewer.formats", "midog_viewer.errors", "midog_viewer.classes")
-#: Qt-free modules still under _qt/ that the dock branch moves to review/ (xfail until it lands).
-MOVED_BY_DOCK = {"midog_viewer._qt.overlay_model", "midog_viewer._qt.review_session"}
 
 
 @dataclass
@@ -190,13 +188,8 @@ def _qt_free_gui_modules(modules: dict[str, Module]) -> set[str]:
     return {name for name in modules if name.startswith("midog_viewer._qt.") and name not in touching}
 
 
-def test_every_gui_module_touches_qt_or_napari_apart_from_the_dock_branchs(modules):
-    """Qt-free logic under _qt/ belongs in the core; the two the dock branch moves are checked below."""
-    assert _qt_free_gui_modules(modules) - MOVED_BY_DOCK == set()
-
-
-@pytest.mark.xfail(reason="moved by the dock branch", strict=True)
 def test_every_gui_module_touches_qt_or_napari(modules):
+    """Qt-free logic under _qt/ belongs in the core (review/), where it is testable without a viewer."""
     assert _qt_free_gui_modules(modules) == set()
 
 

@@ -12,12 +12,6 @@ from midog_viewer._napari import get_reader, slide_layer_data, synthetic_sample
 from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE
 from midog_viewer.io import open_slide
 
-# Importing triton after napari's OpenGL context exists segfaults (two LLVMs, see _qt/viewer.py); the
-# review dock imports torchvision.ops, which imports triton, so load it now, before any viewer.
-if importlib.util.find_spec("triton") is not None:
-    importlib.import_module("triton")
-
-
 @pytest.fixture(scope="module")
 def ome_pyramid(tmp_path_factory):
     """A 3-level OME-TIFF pyramid at 0.5 µm/px."""
@@ -39,11 +33,21 @@ def sample_cache(tmp_path, monkeypatch):
 
 def test_reader_returns_none_for_what_it_cannot_read(tmp_path, ome_pyramid):
     (tmp_path / "notes.txt").write_text("hello")
+    for path in ["/no/such/slide.svs", str(tmp_path), str(tmp_path / "notes.txt"),
+                 [str(ome_pyramid), str(ome_pyramid)]]:
+        assert get_reader(path) is None, path
+
+
+def test_an_image_file_it_cannot_read_gets_one_line_why_and_no_layer(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", shown.append)
     (tmp_path / "empty.tif").write_bytes(b"")
     tifffile.imwrite(tmp_path / "u16.tif", np.zeros((32, 32), np.uint16))
-    for path in ["/no/such/slide.svs", str(tmp_path), str(tmp_path / "notes.txt"), str(tmp_path / "empty.tif"),
-                 str(tmp_path / "u16.tif"), [str(ome_pyramid), str(ome_pyramid)]]:
-        assert get_reader(path) is None, path
+    for name in ("empty.tif", "u16.tif"):
+        reader = get_reader(str(tmp_path / name))
+        assert reader(str(tmp_path / name)) == [(None,)]  # napari's "no layer" sentinel
+    assert len(shown) == 2 and all(name in text and "\n" not in text for name, text in zip(("empty", "u16"), shown))
+    assert "8-bit" in shown[1]
 
 
 def test_reader_gives_one_lazy_multiscale_layer_in_micrometres(ome_pyramid):
@@ -105,6 +109,8 @@ def test_viewer_opens_the_sample(make_napari_viewer, sample_cache):
 
 @pytest.mark.gui
 def test_open_viewer_with_paths_and_with_none(qtbot, ome_pyramid, sample_cache):
+    from qtpy.QtWidgets import QApplication
+
     from midog_viewer._qt.viewer import REVIEW_WIDGET, open_viewer
 
     review_dock_installed = importlib.util.find_spec("midog_viewer._qt.review_widget") is not None
@@ -116,5 +122,7 @@ def test_open_viewer_with_paths_and_with_none(qtbot, ome_pyramid, sample_cache):
             assert slides[0].multiscale
             assert viewer.canvas.overlays.scale_bar.visible
             assert (f"{REVIEW_WIDGET} (midog-viewer)" in viewer.window.dock_widgets) == review_dock_installed
+            screen = QApplication.primaryScreen().availableGeometry()
+            assert viewer.window.geometry() == (screen.x(), screen.y(), screen.width(), screen.height())
         finally:
             viewer.close()

@@ -85,7 +85,7 @@ class TrainingRequest:
 
 def default_runs_dir() -> Path:
     """Where the panel puts run folders: beside the per-user review database."""
-    from midog_viewer._qt.review_session import default_db_path
+    from midog_viewer.review.session import default_db_path
 
     return default_db_path().parent / "runs"
 
@@ -112,14 +112,17 @@ class TrainingWidget(QWidget):
         self._stderr = ""
         self._build_ui()
         self._timer = QTimer(self, interval=POLL_MS, timeout=self.poll)
-        from midog_viewer._qt.review_session import default_db_path
+        from midog_viewer.review.session import default_db_path
 
         self.set_current_store(default_db_path())
 
     # -- UI -------------------------------------------------------------------------------------
 
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        from midog_viewer._qt.scroll_area import in_scroll_area
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
 
         data = QGroupBox("Data (split by image)")
         form = QFormLayout(data)
@@ -181,6 +184,7 @@ class TrainingWidget(QWidget):
         layout.addWidget(self.result_label)
         self.use_button = QPushButton("Use this model", clicked=self.use_model, enabled=False)
         layout.addWidget(self.use_button)
+        in_scroll_area(self, content)  # the panel scrolls instead of growing the window past the screen
 
     def _with_browse(self, edit: QLineEdit, handler) -> QWidget:
         row = QWidget()

@@ -144,7 +144,7 @@ def labelled_crops(root: str | Path, folders: Sequence[str] = CROP_FOLDERS) -> l
 
 def split_crops(crops: Sequence[LabelledCrop], val_fraction: float = 0.2, seed: int = 0
                 ) -> tuple[list[LabelledCrop], list[LabelledCrop]]:
-    """Train and validation crops by the detector's split rule (:func:`~midog_viewer.train.dataset.validation_by_slide`):
+    """Train and validation crops by the detector's split rule (:func:`~midog_viewer.train.splits.validation_by_slide`):
     whole slides within each source go to one side, and a source without slides (AtNorM-MD) stays in training."""
     val_index = validation_by_slide([(crop.source, crop.slide_group()) for crop in crops], val_fraction, seed, "crops")
     train = [crop for i, crop in enumerate(crops) if i not in val_index]

@@ -137,7 +137,7 @@ def train_atypical(
     record = {
         "data_root": str(root.resolve()), "limit": limit, "config": json.loads(config.to_json()),
         "recipe": recipe.to_dict(), "device": str(torch_device), "resumed_from": str(resume) if resume else None,
-        "split": {"rule": "by slide within each source (train.dataset.validation_by_slide); slide-less sources train",
+        "split": {"rule": "by slide within each source (train.splits.validation_by_slide); slide-less sources train",
                   "val_files": [c.file for c in val_crops]},
     }
     loop = _Loop(root, train_crops, val_crops, config, recipe, torch_device, out_dir, should_stop, echo)
