@@ -48,14 +48,14 @@ from midog_viewer.review.records import (
     Slide,
     check_boxes,
     check_region,
-    file_identity,
 )
 from midog_viewer.review.schema import SCHEMA_VERSION
+from midog_viewer.review.slide_identity import SlideLink, link_slide, needs_fingerprint
 from midog_viewer.review.status import Status, Verdict
 
 __all__ = [
     "ANNOTATION", "DETECTION", "GROUND_TRUTH_SOURCE", "HAND", "REVIEWED_STATUSES", "SCHEMA_VERSION",
-    "Decision", "HPFRegion", "ObjectTable", "ReviewStore", "Slide",
+    "Decision", "HPFRegion", "ObjectTable", "ReviewStore", "Slide", "SlideLink",
 ]
 
 DETECTION = "detection"
@@ -159,52 +159,32 @@ class ReviewStore:
 
     def add_slide(
         self, path: str | os.PathLike, mpp: float | None = None, width: int | None = None, height: int | None = None,
-        *, name_only: bool = False,
+        *, name_only: bool = False, fingerprint: str | None = None,
     ) -> int:
-        """Register a slide and return its id; the same file (path, size, mtime) gives the same id.
+        """Register a slide and return its id: :meth:`link_slide` without the how."""
+        return self.link_slide(path, mpp, width, height, name_only=name_only, fingerprint=fingerprint).slide_id
 
-        A slide an import registered by file name only (``name_only``: no file is looked for) is bound to
-        the first real file of that name.
+    def link_slide(
+        self, path: str | os.PathLike, mpp: float | None = None, width: int | None = None, height: int | None = None,
+        *, name_only: bool = False, fingerprint: str | None = None,
+    ) -> SlideLink:
+        """Find or register the slide of a file, by path, size and mtime, else by content fingerprint.
+
+        Rules: :mod:`midog_viewer.review.slide_identity` (a moved or copied slide finds its review; a
+        changed one starts a new review and says so). A slide an import registered by file name only
+        (``name_only``: no file is looked for) is bound to the first real file of that name. The
+        fingerprint is computed here (a few tiles, outside the write lock) when the file needs one.
         """
-        with self._transaction() as db:
-            return self._add_slide(db, path, mpp, width, height, name_only)
+        if fingerprint is None:
+            with self._lock, translated(self.path):
+                wanted = needs_fingerprint(self._db, path, name_only)
+            if wanted:
+                from midog_viewer.io.fingerprint import file_fingerprint  # reads pixels: only when needed
 
-    def _add_slide(
-        self, db: sqlite3.Connection, path: str | os.PathLike, mpp: float | None, width: int | None, height: int | None,
-        name_only: bool = False,
-    ) -> int:
-        if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
-            raise ReviewStoreError(f"pixel size must be a positive number of µm, not {mpp!r}.")
-        raw = Path(path)
-        on_disk = not name_only and raw.exists()
-        stored_path = str(raw.resolve()) if on_disk else str(path)
-        name = raw.name
-        size, mtime = file_identity(raw) if on_disk else (None, None)
-        row = db.execute(
-            "SELECT id FROM slides WHERE path = ? AND size_bytes IS ? AND mtime IS ?", (stored_path, size, mtime)
-        ).fetchone()
-        if row is None and on_disk:
-            row = db.execute(
-                "SELECT id FROM slides WHERE name = ? AND size_bytes IS NULL ORDER BY id LIMIT 1", (name,)
-            ).fetchone()
-            if row is not None:
-                db.execute(
-                    "UPDATE slides SET path = ?, size_bytes = ?, mtime = ? WHERE id = ?", (stored_path, size, mtime, row[0])
-                )
-        if row is not None:
-            slide_id = int(row[0])
-            db.execute(
-                "UPDATE slides SET mpp = COALESCE(?, mpp), width = COALESCE(?, width), height = COALESCE(?, height)"
-                " WHERE id = ?",
-                (mpp, width, height, slide_id),
-            )
-            return slide_id
-        cursor = db.execute(
-            "INSERT INTO slides(path, name, size_bytes, mtime, mpp, width, height, added_at, added_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (stored_path, name, size, mtime, mpp, width, height, now_utc(), self.reviewer),
-        )
-        return int(cursor.lastrowid)
+                fingerprint = file_fingerprint(path)
+        with self._transaction() as db:
+            return link_slide(db, path, mpp, width, height, name_only=name_only, fingerprint=fingerprint,
+                              reviewer=self.reviewer)
 
     def slides(self) -> list[Slide]:
         """Every registered slide, in id order."""
