@@ -198,7 +198,8 @@ class ReviewStore:
         return Slide(*rows[0])
 
     def find_slide(self, name: str) -> Slide | None:
-        """The slide stored under the path ``name``, else the one slide with that file name, or None.
+        """The slide stored under the path ``name``, else the one slide with that file name, else (a file
+        that was moved or renamed) the slide with the file's content fingerprint, or None.
 
         A file name that several slides share (``a/001.png``, ``b/001.png``) is refused: guessing one
         would export or count another slide's objects.
@@ -211,6 +212,11 @@ class ReviewStore:
         if len(rows) > 1:
             which = ", ".join(f"{row[1]} (id {row[0]})" for row in rows)
             raise ReviewStoreError(f"{len(rows)} slides in {self.path.name} match {name!r}: {which}; {hint}.")
+        if not rows and Path(name).exists():  # a moved or renamed file: known by its content
+            from midog_viewer.io.fingerprint import file_fingerprint
+
+            found = file_fingerprint(name)
+            rows = self._query(f"{columns} WHERE fingerprint = ? ORDER BY id LIMIT 1", (found,)) if found else []
         return Slide(*rows[0]) if rows else None
 
     def set_slide_mpp(self, slide_id: int, mpp: float) -> None:

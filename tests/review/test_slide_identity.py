@@ -176,3 +176,19 @@ def test_the_real_svs_moved_finds_its_review(shared_data, tmp_path, store):
     again = store.link_slide(moved)
     assert (again.slide_id, again.how) == (link.slide_id, MOVED)
     assert len(store.objects(again.slide_id)) == 1
+
+
+def test_cli_counts_finds_a_renamed_slide_by_content(tmp_path):
+    import subprocess
+    import sys
+
+    old = write_slide(tmp_path / "a.tiff")
+    with ReviewStore(tmp_path / "reviews.sqlite", reviewer="alice") as store:
+        reviewed(store, old)
+    new = tmp_path / "case-17.tiff"
+    old.rename(new)
+    done = subprocess.run([sys.executable, "-m", "midog_viewer", "counts", "--db", str(tmp_path / "reviews.sqlite"),
+                           "--slide", str(new)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"found the review of case-17.tiff (stored as {old.resolve()})" in done.stdout
+    assert "a.tiff: 1 mitoses" in done.stdout
