@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 from napari.layers import Points
 
+from midog_viewer._qt.legend import ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER
 from midog_viewer._qt.overlay_model import boxes_to_points
 
-#: Border width as a fraction of the box side: thin enough to see the cell, thick enough to see the colour.
-BORDER_FRACTION = 0.06
 #: The frame around the selected box: cyan (no status uses it), this much larger than the box.
 SELECTION_COLOUR = "cyan"
 SELECTION_MARGIN = 1.35
@@ -53,6 +52,7 @@ class BoxLayer:
         units: Sequence | None = None,
         opacity: float = 1.0,
         visible: bool = True,
+        border: float = PREDICTION_BORDER,
     ) -> None:
         self.viewer = viewer
         self.layer = Points(
@@ -60,7 +60,7 @@ class BoxLayer:
             name=name,
             symbol="square",
             face_color="transparent",
-            border_width=BORDER_FRACTION,
+            border_width=border,
             border_width_is_relative=True,
             scale=tuple(scale),
             translate=tuple(translate),
@@ -68,7 +68,7 @@ class BoxLayer:
             opacity=opacity,
             visible=visible,
             features=empty_features(),
-            canvas_size_limits=(3, 10000),
+            canvas_size_limits=(MIN_SCREEN_PX, 10000),  # red stays visible at whole-slide zoom
         )
         viewer.add_layer(self.layer)
         self.ids = np.zeros(0, dtype=np.int64)
@@ -90,8 +90,10 @@ class BoxLayer:
         scores: np.ndarray,
         labels: Sequence[str],
         statuses: Sequence[str],
+        symbols: Sequence[str] | None = None,
     ) -> None:
-        """Replace every box of the layer with one refresh (not one per property)."""
+        """Replace every box of the layer with one refresh (not one per property); ``symbols`` per row
+        (:mod:`midog_viewer._qt.legend`), else squares."""
         ids = np.asarray(ids, dtype=np.int64)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         centres, sides = boxes_to_points(boxes)
@@ -109,6 +111,7 @@ class BoxLayer:
             layer.data = centres
             layer.size = sides
             if len(ids):
+                layer.symbol = list(symbols) if symbols is not None else "square"
                 layer.border_color = np.asarray(colours, dtype=np.float32).reshape(-1, 4)
             layer.features = features
             self.ids = ids
@@ -137,6 +140,7 @@ class BoxLayer:
             np.concatenate([old["score"].to_numpy(np.float32), np.asarray(scores, dtype=np.float32)]),
             list(old["label"]) + list(labels),
             list(old["status"]) + list(statuses),
+            [str(symbol) for symbol in np.atleast_1d(self.layer.symbol)][: len(self.ids)] + ["square"] * len(ids),
         )
 
     def boxes(self) -> np.ndarray:
@@ -224,7 +228,7 @@ class ReviewOverlay:
         self.selection = Points(
             np.zeros((0, 2), dtype=np.float32), name=f"{name} selected", symbol="square",
             face_color="transparent", border_color=SELECTION_COLOUR, border_width=0.08,
-            border_width_is_relative=True, **self._placement,
+            border_width_is_relative=True, canvas_size_limits=(MIN_SCREEN_PX * SELECTION_MARGIN, 10000), **self._placement,
         )
         viewer.add_layer(self.selection)
         viewer.layers.selection.active = self.predictions.layer
@@ -237,7 +241,8 @@ class ReviewOverlay:
     def ensure_ground_truth(self) -> BoxLayer:
         """The white ground-truth layer, made when the first annotations arrive."""
         if self.ground_truth is None:
-            self.ground_truth = BoxLayer(self.viewer, f"{self.name} ground truth", **self._placement)
+            self.ground_truth = BoxLayer(self.viewer, f"{self.name} ground truth", border=ANNOTATION_BORDER,
+                                         **self._placement)
             layers = self.viewer.layers
             # below the predictions, so a yellow box on a white one stays visible
             layers.move(layers.index(self.ground_truth.layer), layers.index(self.predictions.layer))
