@@ -12,12 +12,6 @@ from midog_viewer._napari import get_reader, slide_layer_data, synthetic_sample
 from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE
 from midog_viewer.io import open_slide
 
-# Importing triton after napari's OpenGL context exists segfaults (two LLVMs, see _qt/viewer.py); the
-# review dock imports torchvision.ops, which imports triton, so load it now, before any viewer.
-if importlib.util.find_spec("triton") is not None:
-    importlib.import_module("triton")
-
-
 @pytest.fixture(scope="module")
 def ome_pyramid(tmp_path_factory):
     """A 3-level OME-TIFF pyramid at 0.5 µm/px."""

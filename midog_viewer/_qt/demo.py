@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -23,17 +22,18 @@ def run_demo(screenshot: str | Path | None, db: str | Path | None = None) -> int
     if not DEMO_MODEL_PATH.is_file():
         raise ModelError(f"the built-in demo model {DEMO_MODEL_PATH} is not there yet, so the demo cannot detect anything.")
     database = Path(db) if db else Path(tempfile.mkdtemp(prefix="midog-demo-")) / "demo-reviews.sqlite"
-    os.environ["MIDOG_VIEWER_DB"] = str(database)
 
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from midog_viewer._qt.review_widget import ReviewWidget
-    from midog_viewer._qt.viewer import open_viewer
+    from midog_viewer._qt.viewer import open_viewer, review_dock
+    from midog_viewer.review.store import ReviewStore
 
-    viewer = open_viewer(None, show=True)
-    viewer.window._qt_window.resize(*WINDOW_SIZE)
-    widget = viewer.window._qt_window.findChild(ReviewWidget)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    store = ReviewStore(database)
+    viewer = open_viewer(None, show=True, store=store)
+    viewer.window.resize(*WINDOW_SIZE)
+    widget = review_dock(viewer)
     if widget is None or widget.session is None or widget.detector is None:
         viewer.close()
         raise ModelError("the review dock could not load the demo model or the sample; see the message above.")
@@ -55,8 +55,9 @@ def run_demo(screenshot: str | Path | None, db: str | Path | None = None) -> int
     print(f"demo: {found} detections drawn, {decided} decided, reviews in {database}")
     if screenshot is None:
         napari.run()
-        return 0
-    viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
-    print(f"demo: screenshot saved to {screenshot}")
-    viewer.close()
+    else:
+        viewer.screenshot(str(screenshot), canvas_only=False, flash=False)
+        print(f"demo: screenshot saved to {screenshot}")
+        viewer.close()
+    store.close()
     return 0

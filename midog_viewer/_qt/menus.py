@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from midog_viewer._qt.review_widget import ReviewWidget
+from midog_viewer._qt.viewer import review_dock as review_dock_of
 
 if TYPE_CHECKING:
     import napari
@@ -15,7 +16,7 @@ REVIEW_DOCK = "Mitosis review"
 
 def review_dock(viewer: napari.Viewer) -> ReviewWidget:
     """The viewer's Mitosis review dock, docked first if it is not open yet."""
-    found = viewer.window._qt_window.findChild(ReviewWidget)
+    found = review_dock_of(viewer)
     if found is None:
         _, found = viewer.window.add_plugin_dock_widget(PLUGIN, REVIEW_DOCK)
     return found

@@ -4,20 +4,25 @@ napari Shapes needs seconds per 10,000 rectangles; a Points layer with square sy
 side draws the same boxes from one vertex buffer. Per-object data (id, score, label, status) lives in
 each layer's ``features``. A decision recolours one row: the row's border colour is written into napari's
 colour table and into the vispy vertex buffer in place, so 100,000 boxes are not re-uploaded for one key
-press (``benchmarks/overlay.py`` measures both paths).
+press (``benchmarks/overlay.py`` measures both paths). :class:`OverlayPainter` keeps the layers equal to a
+review session by following its ``objects_changed`` event: a decision recolours its rows, new rows are appended,
+a reload redraws everything.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from napari.layers import Points
 
 from midog_viewer._qt.legend import ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER
-from midog_viewer._qt.overlay_model import boxes_to_points
+from midog_viewer.review.events import ObjectsChanged
+from midog_viewer.review.navigation import boxes_to_points
+from midog_viewer.review.session import DETECTION, ReviewSession
+from midog_viewer.review.status import Status, colour_for
 
 #: The frame around the selected box: cyan (no status uses it), this much larger than the box.
 SELECTION_COLOUR = "cyan"
@@ -279,3 +284,99 @@ class ReviewOverlay:
         for layer in [box_layer.layer for box_layer in self.box_layers()] + [self.selection]:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
+
+
+_RGBA = {"yellow": (1.0, 1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0, 1.0)}
+_HIDDEN = (0.0, 0.0, 0.0, 0.0)
+
+
+def rgba_for(status: str) -> tuple[float, float, float, float]:
+    """Border colour of a status: the review core's colour, transparent for deleted objects."""
+    return _HIDDEN if status == Status.DELETED.value else _RGBA[colour_for(status)]
+
+
+def _colours(statuses) -> np.ndarray:
+    return np.array([rgba_for(s) for s in statuses], dtype=np.float32).reshape(-1, 4)
+
+
+class OverlayPainter:
+    """Keeps ``overlay`` equal to ``session`` at the score ``threshold()``; ``evaluating()`` says whether boxes
+    are coloured by evaluation against ground truth (TP yellow, FP red) rather than by review status.
+
+    ``on_new_layer`` is called with each box layer made later (the ground-truth one), for the dock's keys.
+    """
+
+    def __init__(self, overlay: ReviewOverlay, session: ReviewSession, threshold: Callable[[], float],
+                 evaluating: Callable[[], bool], on_new_layer: Callable[[BoxLayer], None]) -> None:
+        self.overlay, self.session = overlay, session
+        self._threshold, self._evaluating, self._on_new_layer = threshold, evaluating, on_new_layer
+        session.events.objects_changed.connect(self._on_change)
+
+    def detach(self) -> None:
+        self.session.events.objects_changed.disconnect(self._on_change)
+
+    def evaluation_colours(self) -> bool:
+        return self._evaluating() and self.session.has_ground_truth()
+
+    def _statuses(self) -> np.ndarray:
+        """The status each row is drawn with: review status, or evaluation status in evaluation mode."""
+        statuses = self.session.table.status.copy()
+        if self.evaluation_colours():
+            _, evaluated = self.session.evaluation(self._threshold())
+            for row, key in enumerate(self.session.keys.tolist()):
+                statuses[row] = evaluated.get(key, statuses[row])
+        return statuses
+
+    def rebuild(self) -> None:
+        """Redraw every box (slide bound, threshold or colour mode changed, annotations imported)."""
+        session, overlay = self.session, self.overlay
+        t = session.table
+        statuses = self._statuses()
+        shown = session.visible_mask(self._threshold())
+        hard_negative = session.is_hard_negative_prediction()
+        annotation = t.kind != DETECTION
+        parts = (
+            (overlay.predictions, shown & ~hard_negative & ~annotation),
+            (overlay.hard_negatives, shown & hard_negative),
+        )
+        if annotation.any():
+            made = overlay.ground_truth is None
+            ground_truth = overlay.ensure_ground_truth()
+            if made:
+                self._on_new_layer(ground_truth)
+            parts += ((ground_truth, annotation & shown),)
+        for box_layer, mask in parts:
+            box_layer.set_boxes(session.keys[mask], t.boxes[mask], _colours(statuses[mask]), t.score[mask],
+                                list(t.label[mask]), list(statuses[mask]))
+
+    def _on_change(self, change: ObjectsChanged) -> None:
+        if change.reloaded:
+            self.rebuild()
+        elif len(change.added):  # in evaluation colours too: the dock redraws once the run ends
+            self._append(change.added)
+        elif change.keys and self.evaluation_colours():  # one decision can change several matches
+            self.rebuild()
+        elif change.keys:
+            self._recolour(list(change.keys))
+
+    def _recolour(self, keys: list[int]) -> None:
+        if any(self.overlay.layer_of(k) is None for k in keys):  # e.g. an undo brought back a box the threshold hid
+            self.rebuild()
+            return
+        statuses = [self.session.table.status[self.session.row_of(k)] for k in keys]
+        self.overlay.recolour(keys, _colours(statuses), statuses)
+
+    def _append(self, keys: np.ndarray) -> None:
+        session = self.session
+        rows = np.array([session.row_of(k) for k in keys])
+        if np.any(session.table.kind[rows] != DETECTION):  # an added mitosis: its layer may not exist yet
+            self.rebuild()
+            return
+        t = session.table.select(rows)
+        shown = session.visible_mask(self._threshold())[rows]
+        hard_negative = session.is_hard_negative_prediction()[rows]
+        for box_layer, mask in ((self.overlay.predictions, shown & ~hard_negative),
+                                (self.overlay.hard_negatives, shown & hard_negative)):
+            if mask.any():
+                box_layer.append_boxes(keys[mask], t.boxes[mask], _colours(t.status[mask]), t.score[mask],
+                                       list(t.label[mask]), list(t.status[mask]))

@@ -85,7 +85,7 @@ class TrainingRequest:
 
 def default_runs_dir() -> Path:
     """Where the panel puts run folders: beside the per-user review database."""
-    from midog_viewer._qt.review_session import default_db_path
+    from midog_viewer.review.session import default_db_path
 
     return default_db_path().parent / "runs"
 
@@ -112,7 +112,7 @@ class TrainingWidget(QWidget):
         self._stderr = ""
         self._build_ui()
         self._timer = QTimer(self, interval=POLL_MS, timeout=self.poll)
-        from midog_viewer._qt.review_session import default_db_path
+        from midog_viewer.review.session import default_db_path
 
         self.set_current_store(default_db_path())
 

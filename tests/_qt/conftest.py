@@ -38,6 +38,11 @@ class StandInDetector:
 
     device_name = "CPU"
     stain_normalize = False
+    tissue = None  # not a shipped model: no tissue to warn about
+    model_mpp = None
+
+    def zoom_for(self, slide) -> float:
+        return 1.0
 
     def __init__(self, hpf) -> None:
         mitotic = np.array([label == MITOTIC_FIGURE for label in hpf.labels])

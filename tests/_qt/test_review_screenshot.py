@@ -51,12 +51,12 @@ def test_hpf_grid_marked_fields_and_hotspot(make_napari_viewer, small_hpf, stand
     path, hpf = small_hpf
     add_slide_layer(viewer, path, hpf)
     widget.counts_panel.grid.setChecked(True)
-    assert widget._grid_layer is not None and len(widget._grid_layer.data) >= 1
+    assert widget.hpf_layers.grid is not None and len(widget.hpf_layers.grid.data) >= 1
     widget.counts_panel.grid.setChecked(False)
-    assert widget._grid_layer is None
+    assert widget.hpf_layers.grid is None
     widget.mark_current_hpf()
     assert len(review_store.hpf_regions(widget.session.slide_id)) == 1
-    assert widget._fields_layer is not None and len(widget._fields_layer.data) == 1
+    assert widget.hpf_layers.fields is not None and len(widget.hpf_layers.fields.data) == 1
     viewer.scene.camera.zoom = 50.0
     widget.go_to_hotspot()
     hotspot = widget.session.counts(None).hotspot

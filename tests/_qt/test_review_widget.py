@@ -179,7 +179,7 @@ def test_bad_input_becomes_a_notification_and_leaves_the_widget_usable(review, t
     broken = tmp_path / "broken.json"
     broken.write_text("{ not json")
     widget.import_annotations(broken)
-    widget._load_model(str(tmp_path / "missing.safetensors"), None)
+    widget.use_model(str(tmp_path / "missing.safetensors"))
     assert len(shown) == 2 and all(message.count(".") >= 1 and "\n" not in message for message in shown)
     assert widget.detector is not None and widget.detect_view_button.isEnabled()
 
@@ -267,7 +267,7 @@ def test_the_file_menu_imports_annotations_through_the_review_dock(review, tmp_p
     labels = tmp_path / "labels.csv"
     labels.write_text("image,label,x,y\nsmall_hpf.tiff,mitosis,100,100\n")
     monkeypatch.setattr(
-        "midog_viewer._qt.review_fields.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
+        "qtpy.QtWidgets.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
     )
     before = len(widget.session.table)
     menus.import_annotations(viewer)
@@ -287,7 +287,7 @@ def test_the_file_menu_opens_the_review_dock_and_asks_for_an_image_first(make_na
     labels = tmp_path / "labels.csv"
     labels.write_text("image,label,x,y\nsmall_hpf.tiff,mitosis,100,100\n")
     monkeypatch.setattr(
-        "midog_viewer._qt.review_fields.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
+        "qtpy.QtWidgets.QFileDialog.getOpenFileName", lambda *args, **kwargs: (str(labels), "")
     )
     menus.import_annotations(viewer)
     assert isinstance(viewer.window._qt_window.findChild(ReviewWidget), ReviewWidget)
@@ -296,7 +296,7 @@ def test_the_file_menu_opens_the_review_dock_and_asks_for_an_image_first(make_na
 
 def test_hpfs_drawn_moved_and_deleted_by_hand_are_stored_at_once(review):
     viewer, widget = review
-    layer = widget._fields_layer
+    layer = widget.hpf_layers.fields
     assert layer is not None and len(layer.data) == 0  # there to draw in before any HPF is marked
     store, slide_id = widget.session.store, widget.session.slide_id
 
@@ -314,8 +314,8 @@ def test_hpfs_drawn_moved_and_deleted_by_hand_are_stored_at_once(review):
     layer.remove_selected()
     assert stored() == [(210.0, 110.0, 400.0, 300.0)]
     # What the store holds is what the counts use and what a reopened slide shows.
-    widget._show_fields()
-    assert len(widget._fields_layer.data) == 1
+    widget.hpf_layers.show_fields()
+    assert len(widget.hpf_layers.fields.data) == 1
 
 
 def test_the_dock_picks_the_model_made_for_what_is_open_and_names_its_tissue(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from midog_viewer._qt.overlay_model import (
+from midog_viewer.review.navigation import (
     DoneRegions,
     box_at,
     boxes_in_region,

@@ -1,8 +1,9 @@
 """One slide under review, free of Qt: the store's objects as arrays, decisions, undo/redo, counts and F1.
 
 The dock widget is a skin over this class: a key press becomes one call here, which writes the decision
-to the :class:`~midog_viewer.review.store.ReviewStore` (committed before it returns) and hands back the
-rows whose colour changed. Detections and annotations have separate ids in the store; here both share one
+to the :class:`~midog_viewer.review.store.ReviewStore` (committed before it returns), hands back the
+rows whose colour changed and announces them on ``events`` (:mod:`midog_viewer.review.events`), which the
+overlay and the counts follow. Detections and annotations have separate ids in the store; here both share one
 integer *key* space: a detection's key is its id, an annotation's key minus its id.
 """
 
@@ -13,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from midog_viewer._qt.overlay_model import boxes_in_region
+from midog_viewer.review.navigation import boxes_in_region
 from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE
 from midog_viewer.errors import ReviewStoreError
 from midog_viewer.evaluate import precision_recall_f1
 from midog_viewer.review.counts import DEFAULT_HPF_MM2, SlideCounts, count_slide
 from midog_viewer.review.evaluation_view import evaluation_table
+from midog_viewer.review.events import ObjectsChanged, SessionEvents
 from midog_viewer.review.status import Status, Verdict
-from midog_viewer.review.store import ObjectTable, ReviewStore
+from midog_viewer.review.store import HPFRegion, ObjectTable, ReviewStore
 
 DETECTION = "detection"
 ANNOTATION = "annotation"
@@ -96,7 +98,8 @@ class ReviewSession:
 
     ``table`` includes deleted annotations (a hand-added box whose "add" was undone) so that rows keep
     their place in the overlay; ``visible_mask`` hides them. Decisions are made, undone and redone as
-    ``reviewer`` (default: the store's), who undoes only their own decisions.
+    ``reviewer`` (default: the store's), who undoes only their own decisions. Every change is announced on
+    ``events`` after the store has it.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class ReviewSession:
         reviewer: str | None = None,
     ) -> None:
         self.store = store
+        self.events = SessionEvents()
         self.reviewer = reviewer or store.reviewer
         self.width, self.height, self.mpp = int(width), int(height), mpp
         self.slide_id = store.add_slide(slide_path, mpp, self.width, self.height)
@@ -133,6 +137,7 @@ class ReviewSession:
         self.table = self.store.objects(self.slide_id, include_deleted=True)
         self.keys = keys_of(self.table)
         self._row_of = {int(k): row for row, k in enumerate(self.keys)}
+        self.events.objects_changed.emit(ObjectsChanged(reloaded=True))
 
     def row_of(self, key: int) -> int:
         """The table row of an overlay key."""
@@ -147,6 +152,7 @@ class ReviewSession:
         new_keys = keys_of(rows)
         self.keys = np.concatenate([self.keys, new_keys])
         self._row_of.update({int(k): start + i for i, k in enumerate(new_keys)})
+        self.events.objects_changed.emit(ObjectsChanged(added=new_keys))
         return new_keys
 
     def has_ground_truth(self) -> bool:
@@ -166,6 +172,18 @@ class ReviewSession:
         pending = self.table.status == Status.PENDING.value
         below = pending & (np.nan_to_num(self.table.score, nan=1.0) < score_threshold)
         return ~below & (self.table.status != Status.DELETED.value)
+
+    def pending_mask(self, score_threshold: float) -> np.ndarray:
+        """Rows still to judge: pending mitotic-figure predictions shown at the threshold (what Space steps to)."""
+        t = self.table
+        return ((t.kind == DETECTION) & (t.status == Status.PENDING.value) & (t.label == MITOTIC_FIGURE)
+                & self.visible_mask(score_threshold))
+
+    def review_progress(self, score_threshold: float) -> tuple[int, int]:
+        """(reviewed, shown): mitotic-figure predictions shown at the threshold, and how many have a verdict."""
+        t = self.table
+        shown = (t.kind == DETECTION) & (t.label == MITOTIC_FIGURE) & self.visible_mask(score_threshold)
+        return int((shown & (t.status != Status.PENDING.value)).sum()), int(shown.sum())
 
     # -- detection ------------------------------------------------------------------------------
 
@@ -249,6 +267,7 @@ class ReviewSession:
         else:
             return []
         self._refresh(row)
+        self.events.objects_changed.emit(ObjectsChanged(keys=(int(key),)))
         return [int(key)]
 
     def add_mitosis(self, x: float, y: float, size: float = ADDED_BOX_PX) -> int:
@@ -284,6 +303,7 @@ class ReviewSession:
         if int(key) not in self._row_of:
             self.reload()
         self._refresh(self.row_of(key))
+        self.events.objects_changed.emit(ObjectsChanged(keys=(int(key),)))
         return [int(key)]
 
     def _refresh(self, row: int) -> None:
@@ -296,6 +316,38 @@ class ReviewSession:
             raise ReviewStoreError(f"object {t.kind[row]} {t.id[row]} vanished from {self.store.path.name}.")
         t.status[row] = found.status[match[0]]
         t.label[row] = found.label[match[0]]
+
+    # -- counted fields (HPFs) ---------------------------------------------------------------------
+
+    def hpf_regions(self) -> list[HPFRegion]:
+        """The fields marked on this slide, oldest first."""
+        return self.store.hpf_regions(self.slide_id)
+
+    def mark_hpf(self, region: tuple[float, float, float, float]) -> int:
+        """Store one counted field (an identical one is kept once); return its id."""
+        hpf_id = self.store.add_hpf(self.slide_id, region)
+        self.events.hpfs_changed.emit(self.hpf_regions())
+        return hpf_id
+
+    def replace_hpfs(self, regions: list[tuple[float, float, float, float]]) -> list[HPFRegion]:
+        """Make the marked fields exactly ``regions`` (x, y, w, h), in one transaction: all or nothing.
+
+        Fields already stored (within half a pixel) keep their ids; regions under one pixel wide or high
+        (a click, not a drawn field) are left out. Returns the fields now stored.
+        """
+        wanted = [tuple(map(float, r)) for r in regions if r[2] >= 1 and r[3] >= 1]
+        with self.store.transaction():  # nested writes join it: one COMMIT, or one ROLLBACK
+            for old in self.hpf_regions():
+                match = [i for i, r in enumerate(wanted) if np.allclose(r, (old.x, old.y, old.w, old.h), atol=0.5)]
+                if match:
+                    wanted.pop(match[0])
+                else:
+                    self.store.delete_hpf(old.id)
+            for region in wanted:
+                self.store.add_hpf(self.slide_id, region)
+        fields = self.hpf_regions()
+        self.events.hpfs_changed.emit(fields)
+        return fields
 
     # -- keeping the file current -----------------------------------------------------------------
 

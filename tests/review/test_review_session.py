@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from midog_viewer.errors import ReviewStoreError
-from midog_viewer._qt.review_session import ReviewSession, default_db_path
+from midog_viewer.review.session import ReviewSession, default_db_path
 from midog_viewer.review.store import ReviewStore
 
 TRUTH = {"boxes": np.array([[100, 100, 150, 150], [400, 400, 450, 450]], float),
