@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qtpy.QtCore import QObject, QTimer
+from qtpy.QtCore import QObject, QTimer, Signal
 from superqt.utils import thread_worker
 
 from midog_viewer._qt import notify
@@ -35,6 +35,7 @@ def figures(session: ReviewSession, reader: ReviewStore, view: Region | None, hp
         "session": session,
         "view": None if view is None else totals(view),
         "hpf": None if hpf is None else totals(hpf),
+        "hpf_region": hpf,
         "image": totals(None),
         # the score uses the HPFs the reviewer marked when there are any, else the hotspot
         "score": session.counts(None, hpf_mm2, use_drawn=True, store=reader),
@@ -43,11 +44,14 @@ def figures(session: ReviewSession, reader: ReviewStore, view: Region | None, hp
 
 
 class CountsController(QObject):
-    """Keeps ``panel`` current for the session given to :meth:`follow`.
+    """Keeps ``panel`` current for the session given to :meth:`follow`; ``shown`` carries each result shown
+    (the dock outlines its current HPF and hotspot from it).
 
     ``view`` and ``current_hpf`` give the level-0 regions of the screen and of the HPF at its centre,
     ``threshold`` the score threshold in use (all read when a count starts).
     """
+
+    shown = Signal(object)
 
     def __init__(self, panel: CountsPanel, store: Callable[[], ReviewStore], view: Callable[[], Region | None],
                  current_hpf: Callable[[], Region | None], threshold: Callable[[], float],
@@ -126,6 +130,7 @@ class CountsController(QObject):
             self.panel.show_counts(row, result[row])
         self.panel.show_score(result["score"])
         self.panel.show_f1(result["f1"])
+        self.shown.emit(result)
 
     def close(self) -> None:
         self.timer.stop()

@@ -23,7 +23,8 @@ THICK = 0.10
 THIN = 0.05
 #: A ground-truth look-alike: white dimmed to grey, so it reads as "not a mitosis".
 GREY = (0.62, 0.62, 0.62, 1.0)
-_RGBA = {"yellow": (1.0, 1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0, 1.0), "grey": GREY}
+#: The review colours (:func:`midog_viewer.review.status.colour_for`) as RGBA, and the look-alikes' grey.
+RGBA = {"yellow": (1.0, 1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0, 1.0), "grey": GREY}
 #: The smallest a box is drawn on screen (px), so red stays visible at whole-slide zoom.
 MIN_SCREEN_PX = 12
 HAND_SOURCE = "hand"
@@ -41,7 +42,7 @@ class Look:
 
     @property
     def rgba(self) -> tuple[float, float, float, float]:
-        return _RGBA[self.colour]
+        return RGBA[self.colour]
 
 
 LOOKS: tuple[Look, ...] = (
@@ -67,7 +68,7 @@ def annotation_symbol(source: str, label: str) -> str:
     return LOOK["truth mitosis"].symbol
 
 
-def annotation_colours(colours: np.ndarray, sources: np.ndarray, labels: np.ndarray, statuses: np.ndarray) -> np.ndarray:
+def annotation_colours(colours: np.ndarray, sources: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Status colours of annotations with ground-truth look-alikes turned grey (a copy)."""
     out = np.array(colours, dtype=np.float32).reshape(-1, 4)
     lookalike = (np.asarray(labels, dtype=object) == HARD_NEGATIVE) & (np.asarray(sources, dtype=object) != HAND_SOURCE)

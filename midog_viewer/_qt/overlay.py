@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from napari.layers import Points
 
-from midog_viewer._qt.legend import ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER
+from midog_viewer._qt.legend import (
+    ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER, RGBA, annotation_colours, annotation_symbol,
+)
 from midog_viewer.review.events import ObjectsChanged
 from midog_viewer.review.navigation import boxes_to_points
 from midog_viewer.review.session import DETECTION, ReviewSession
@@ -286,13 +288,12 @@ class ReviewOverlay:
                 self.viewer.layers.remove(layer)
 
 
-_RGBA = {"yellow": (1.0, 1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0, 1.0)}
 _HIDDEN = (0.0, 0.0, 0.0, 0.0)
 
 
 def rgba_for(status: str) -> tuple[float, float, float, float]:
     """Border colour of a status: the review core's colour, transparent for deleted objects."""
-    return _HIDDEN if status == Status.DELETED.value else _RGBA[colour_for(status)]
+    return _HIDDEN if status == Status.DELETED.value else RGBA[colour_for(status)]
 
 
 def _colours(statuses) -> np.ndarray:
@@ -346,8 +347,12 @@ class OverlayPainter:
                 self._on_new_layer(ground_truth)
             parts += ((ground_truth, annotation & shown),)
         for box_layer, mask in parts:
-            box_layer.set_boxes(session.keys[mask], t.boxes[mask], _colours(statuses[mask]), t.score[mask],
-                                list(t.label[mask]), list(statuses[mask]))
+            colours, symbols = _colours(statuses[mask]), None
+            if box_layer is overlay.ground_truth:  # hand-added, truth mitosis, truth look-alike: each its own look
+                colours = annotation_colours(colours, t.source[mask], t.label[mask])
+                symbols = [annotation_symbol(s, lab) for s, lab in zip(t.source[mask], t.label[mask])]
+            box_layer.set_boxes(session.keys[mask], t.boxes[mask], colours, t.score[mask],
+                                list(t.label[mask]), list(statuses[mask]), symbols)
 
     def _on_change(self, change: ObjectsChanged) -> None:
         if change.reloaded:
