@@ -4,8 +4,11 @@ The rules, in order (each step runs only when the one before found nothing):
 
 1. the same path, size and mtime: the same slide (an older row gets its fingerprint filled in);
 2. a slide an import registered by file name only: bound to the first real file of that name;
-3. a slide with the same fingerprint: the same scan moved, renamed, copied or touched; the row now
-   follows this file (path, name, size, mtime updated) and :class:`SlideLink` says where it was;
+3. a slide with the same fingerprint at this path (touched) or at a path that no longer exists (moved,
+   renamed, or copied to another disk and the old one gone): the same scan; the row now follows this file
+   (path, name, size, mtime updated) and :class:`SlideLink` says where it was. A copy beside an original
+   that is still there gets its own review (two files, two reviews, as for two same-named slides in two
+   folders) and the link names the original's review;
 4. an older row without a fingerprint at the same path with the same size (a touched file), or with the
    same name and size whose file is gone (a moved one): linked, as the best evidence there is;
 5. otherwise a new slide. When a slide was stored under this path, or under this name at a path that no
@@ -36,7 +39,7 @@ class SlideLink:
     how: str
     name: str
     previous_path: str | None = None
-    #: For ``changed``: the id of the slide whose review was made on the earlier content.
+    #: For ``changed``: the slide reviewed on the earlier content; for ``copied``: the original's slide.
     earlier_id: int | None = None
 
     def message(self) -> str:
@@ -44,8 +47,8 @@ class SlideLink:
         if self.how == MOVED:
             return f"found the review of {self.name} (moved from {self.previous_path})"
         if self.how == COPIED:
-            return (f"found the review of {self.name} (same slide as {self.previous_path}, which is still there; "
-                    "the review now follows this file)")
+            return (f"{self.name} has the same content as {self.previous_path}, which is still there and keeps its "
+                    f"review (slide id {self.earlier_id}); this copy gets a review of its own")
         if self.how == CHANGED:
             return (f"{self.name} is not the slide reviewed before as {self.previous_path} (different content): "
                     f"a new review starts; the earlier one stays in the store as slide id {self.earlier_id}")
@@ -107,11 +110,14 @@ def link_slide(
         return keep(int(row[0]), BOUND)
     if fingerprint is not None:
         rows = db.execute("SELECT id, path FROM slides WHERE fingerprint = ? ORDER BY id", (fingerprint,)).fetchall()
-        if rows:  # prefer this very path (touched), then a file that is gone (moved), then the first (copied)
+        if rows:  # prefer this very path (touched), then a file that is gone (moved)
             slide_id, old = min(rows, key=lambda r: (r[1] != stored_path, Path(r[1]).exists(), r[0]))
             if old == stored_path:
                 return keep(int(slide_id), TOUCHED)
-            return keep(int(slide_id), COPIED if Path(old).exists() else MOVED, old)
+            if not Path(old).exists():
+                return keep(int(slide_id), MOVED, old)
+            link = _insert(db, stored_path, name, size, mtime, fingerprint, mpp, width, height, reviewer)
+            return SlideLink(link.slide_id, COPIED, name, old, int(slide_id))
     same_path = db.execute(
         "SELECT id, size_bytes, fingerprint FROM slides WHERE path = ? ORDER BY id DESC LIMIT 1", (stored_path,)
     ).fetchone()

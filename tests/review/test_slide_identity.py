@@ -76,17 +76,32 @@ def test_a_touched_slide_keeps_its_review_quietly(store, tmp_path):
     assert len(store.slides()) == 1
 
 
-def test_a_copied_and_touched_slide_finds_the_review(store, tmp_path):
-    original = write_slide(tmp_path / "a.tiff")
+def test_a_slide_copied_to_another_disk_and_touched_finds_the_review_once_the_old_disk_is_gone(store, tmp_path):
+    original = write_slide(tmp_path / "share" / "a.tiff")
     slide_id = reviewed(store, original)
     copy = tmp_path / "usb" / "a.tiff"
     copy.parent.mkdir()
     shutil.copy(original, copy)  # a new modification time
     os.utime(copy, (1e9, 1e9))
+    shutil.rmtree(original.parent)  # the share is not mounted any more
     link = store.link_slide(copy)
-    assert (link.slide_id, link.how) == (slide_id, COPIED)
-    assert "found the review of a.tiff" in link.message() and str(original.resolve()) in link.message()
+    assert (link.slide_id, link.how) == (slide_id, MOVED)
+    assert link.message() == f"found the review of a.tiff (moved from {original.resolve()})"
     assert len(store.slides()) == 1 and len(store.objects(slide_id)) == 1
+
+
+def test_a_copy_beside_its_original_gets_its_own_review_and_names_the_original(store, tmp_path):
+    """Two files, two reviews (as two same-named slides in two folders are); never silently: the link says so."""
+    original = write_slide(tmp_path / "a" / "a.tiff")
+    slide_id = reviewed(store, original)
+    copy = tmp_path / "b" / "a.tiff"
+    copy.parent.mkdir()
+    shutil.copy(original, copy)
+    link = store.link_slide(copy)
+    assert link.how == COPIED and link.slide_id != slide_id and link.earlier_id == slide_id
+    assert str(original.resolve()) in link.message() and f"slide id {slide_id}" in link.message()
+    assert store.slide(slide_id).path == str(original.resolve())  # the original keeps its review
+    assert store.link_slide(original).slide_id == slide_id and store.link_slide(copy).slide_id == link.slide_id
 
 
 def test_same_path_different_content_is_reported_and_the_old_review_kept(store, tmp_path):
