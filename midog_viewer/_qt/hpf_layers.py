@@ -97,8 +97,14 @@ class HpfLayers:
         return hotspot
 
     def outline(self, current: tuple[float, float, float, float] | None, hotspot) -> None:
-        """Outline the current HPF (cyan) and the hotspot window (orange, when it holds a mitosis) in one
-        Shapes layer, so the user sees what the counts rows count; redrawn only when either moved."""
+        """Outline the current HPF (cyan; its part inside the image) and the hotspot window (orange, when it
+        holds a mitosis) in one Shapes layer, so the user sees what the counts rows count; redrawn only when
+        either moved."""
+        if current is not None:  # only the part inside the image counts, so only that part is outlined
+            x, y, w, h = current
+            x0, y0 = max(0.0, x), max(0.0, y)
+            x1, y1 = min(float(self.session.width), x + w), min(float(self.session.height), y + h)
+            current = (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
         regions = [(tuple(current), CURRENT_HPF_COLOUR)] if current is not None else []
         if hotspot is not None and hotspot.mitoses > 0:
             regions.append(((hotspot.x, hotspot.y, hotspot.w, hotspot.h), HOTSPOT_COLOUR))

@@ -3,7 +3,7 @@
 The colours keep their review meaning (:mod:`midog_viewer.review.status`): yellow is a prediction not
 reviewed yet, red an error (a rejected prediction), white an annotation or an accepted prediction. White
 alone would mean four things, so the symbol and border tell them apart: an accepted prediction is a thick
-white square, a mitosis added by hand a white circle, a ground-truth mitosis a thin white square, and a
+white square, a mitosis added by hand a thick white circle, a ground-truth mitosis a thin white square, and a
 ground-truth look-alike (labelled "not a mitosis") a thin grey diamond, so it never reads as a missed mitosis.
 """
 
@@ -49,23 +49,23 @@ LOOKS: tuple[Look, ...] = (
     Look("pending", "yellow", "square", THICK, "prediction, not reviewed yet"),
     Look("accepted", "white", "square", THICK, "accepted prediction (a mitosis)"),
     Look("rejected", "red", "square", THICK, "rejected prediction, or relabelled look-alike"),
-    Look("hand", "white", "disc", THIN, "mitosis added by hand"),
+    Look("hand", "white", "disc", THICK, "mitosis added by hand"),
     Look("truth mitosis", "white", "square", THIN, "ground truth: mitosis"),
     Look("truth look-alike", "grey", "diamond", THIN, "ground truth: look-alike (not a mitosis)"),
 )
 LOOK = {look.key: look for look in LOOKS}
-#: Border width of each overlay layer's boxes (the layers hold predictions or annotations only).
+#: Border width of each overlay layer's boxes (the layers hold predictions or annotations; annotations' per row).
 PREDICTION_BORDER = THICK
 ANNOTATION_BORDER = THIN
 
 
-def annotation_symbol(source: str, label: str) -> str:
-    """The symbol of an annotation: a circle when added by hand, a diamond for a look-alike, else a square."""
+def annotation_look(source: str, label: str) -> Look:
+    """The look of an annotation: added by hand, a ground-truth look-alike, or a ground-truth mitosis."""
     if source == HAND_SOURCE:
-        return LOOK["hand"].symbol
+        return LOOK["hand"]
     if label == HARD_NEGATIVE:
-        return LOOK["truth look-alike"].symbol
-    return LOOK["truth mitosis"].symbol
+        return LOOK["truth look-alike"]
+    return LOOK["truth mitosis"]
 
 
 def annotation_colours(colours: np.ndarray, sources: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -114,6 +114,5 @@ class Legend(QGroupBox):
             grid.addWidget(icon, index // 2, 2 * (index % 2))
             grid.addWidget(text, index // 2, 2 * (index % 2) + 1)
             self.rows[look.key] = text
-        note = QLabel("Cyan frame: selected box. Colour by ground truth: yellow hit, red false positive, white truth.")
-        note.setWordWrap(True)
-        grid.addWidget(note, (len(LOOKS) + 1) // 2, 0, 1, 4)
+        self.setToolTip("A cyan frame marks the selected box. Colour by ground truth: yellow a hit, red a false "
+                        "positive, white ground truth (alone: missed).")

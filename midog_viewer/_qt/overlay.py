@@ -19,7 +19,7 @@ import pandas as pd
 from napari.layers import Points
 
 from midog_viewer._qt.legend import (
-    ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER, RGBA, annotation_colours, annotation_symbol,
+    ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER, RGBA, annotation_colours, annotation_look,
 )
 from midog_viewer.review.events import ObjectsChanged
 from midog_viewer.review.navigation import boxes_to_points
@@ -78,6 +78,7 @@ class BoxLayer:
             canvas_size_limits=(MIN_SCREEN_PX, 10000),  # red stays visible at whole-slide zoom
         )
         viewer.add_layer(self.layer)
+        self.border = border
         self.ids = np.zeros(0, dtype=np.int64)
         self._boxes = np.zeros((0, 4), dtype=np.float32)
         self._row_of: dict[int, int] = {}
@@ -98,9 +99,10 @@ class BoxLayer:
         labels: Sequence[str],
         statuses: Sequence[str],
         symbols: Sequence[str] | None = None,
+        widths: Sequence[float] | None = None,
     ) -> None:
-        """Replace every box of the layer with one refresh (not one per property); ``symbols`` per row
-        (:mod:`midog_viewer._qt.legend`), else squares."""
+        """Replace every box of the layer with one refresh (not one per property); ``symbols`` and border
+        ``widths`` per row (:mod:`midog_viewer._qt.legend`), else the layer's squares and border."""
         ids = np.asarray(ids, dtype=np.int64)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         centres, sides = boxes_to_points(boxes)
@@ -119,6 +121,7 @@ class BoxLayer:
             layer.size = sides
             if len(ids):
                 layer.symbol = list(symbols) if symbols is not None else "square"
+                layer.border_width = np.asarray(widths, dtype=np.float32) if widths is not None else self.border
                 layer.border_color = np.asarray(colours, dtype=np.float32).reshape(-1, 4)
             layer.features = features
             self.ids = ids
@@ -347,12 +350,13 @@ class OverlayPainter:
                 self._on_new_layer(ground_truth)
             parts += ((ground_truth, annotation & shown),)
         for box_layer, mask in parts:
-            colours, symbols = _colours(statuses[mask]), None
+            colours, symbols, widths = _colours(statuses[mask]), None, None
             if box_layer is overlay.ground_truth:  # hand-added, truth mitosis, truth look-alike: each its own look
                 colours = annotation_colours(colours, t.source[mask], t.label[mask])
-                symbols = [annotation_symbol(s, lab) for s, lab in zip(t.source[mask], t.label[mask])]
+                looks = [annotation_look(s, lab) for s, lab in zip(t.source[mask], t.label[mask])]
+                symbols, widths = [look.symbol for look in looks], [look.border for look in looks]
             box_layer.set_boxes(session.keys[mask], t.boxes[mask], colours, t.score[mask],
-                                list(t.label[mask]), list(statuses[mask]), symbols)
+                                list(t.label[mask]), list(statuses[mask]), symbols, widths)
 
     def _on_change(self, change: ObjectsChanged) -> None:
         if change.reloaded:
