@@ -7,7 +7,9 @@ the layer's scale and units are micrometres, so the scale bar and coordinates re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,21 +37,38 @@ def slide_layer_data(slide: Slide, **metadata: Any) -> LayerData:
     return (slide.levels, kwargs, "image")
 
 
+#: File endings napari offers us (``napari.yaml``): an unreadable one gets our reason, not napari's "refused the file".
+IMAGE_SUFFIXES = (".svs", ".ndpi", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".dcm")
+
+
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
-    """npe2 reader hook: a function returning the slide's layer, or None when ``path`` is not a slide we read."""
+    """npe2 reader hook: a function returning the slide's layer, or None when ``path`` is not a slide we read.
+
+    An image file of ours that cannot be read (16-bit, damaged) gets a reader that shows the one-line reason in
+    napari's notification area and adds no layer.
+    """
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     try:
         slide = open_slide(path)
-    except MidogError:
-        return None
+    except MidogError as exc:
+        if not (Path(path).is_file() and Path(path).suffix.lower() in IMAGE_SUFFIXES):
+            return None
+        return functools.partial(_refuse, str(exc))
 
     def read(_path: Any) -> list[LayerData]:
         return [slide_layer_data(slide)]
 
     return read
+
+
+def _refuse(reason: str, _path: Any) -> list[tuple[None]]:
+    from midog_viewer._qt import notify
+
+    notify.show_error(reason)
+    return [(None,)]  # napari's "nothing to add" sentinel: no layer, and no second message
 
 
 def synthetic_sample() -> list[LayerData]:

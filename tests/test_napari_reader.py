@@ -33,11 +33,21 @@ def sample_cache(tmp_path, monkeypatch):
 
 def test_reader_returns_none_for_what_it_cannot_read(tmp_path, ome_pyramid):
     (tmp_path / "notes.txt").write_text("hello")
+    for path in ["/no/such/slide.svs", str(tmp_path), str(tmp_path / "notes.txt"),
+                 [str(ome_pyramid), str(ome_pyramid)]]:
+        assert get_reader(path) is None, path
+
+
+def test_an_image_file_it_cannot_read_gets_one_line_why_and_no_layer(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", shown.append)
     (tmp_path / "empty.tif").write_bytes(b"")
     tifffile.imwrite(tmp_path / "u16.tif", np.zeros((32, 32), np.uint16))
-    for path in ["/no/such/slide.svs", str(tmp_path), str(tmp_path / "notes.txt"), str(tmp_path / "empty.tif"),
-                 str(tmp_path / "u16.tif"), [str(ome_pyramid), str(ome_pyramid)]]:
-        assert get_reader(path) is None, path
+    for name in ("empty.tif", "u16.tif"):
+        reader = get_reader(str(tmp_path / name))
+        assert reader(str(tmp_path / name)) == [(None,)]  # napari's "no layer" sentinel
+    assert len(shown) == 2 and all(name in text and "\n" not in text for name, text in zip(("empty", "u16"), shown))
+    assert "8-bit" in shown[1]
 
 
 def test_reader_gives_one_lazy_multiscale_layer_in_micrometres(ome_pyramid):

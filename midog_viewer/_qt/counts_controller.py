@@ -33,6 +33,8 @@ def figures(session: ReviewSession, reader: ReviewStore, view: Region | None, hp
 
     return {
         "session": session,
+        # no score or F1 before the slide was analysed: the ground truth alone is not the reviewed count
+        "analysed": bool(reader.detection_runs(session.slide_id)),
         "view": None if view is None else totals(view),
         "hpf": None if hpf is None else totals(hpf),
         "hpf_region": hpf,
@@ -128,6 +130,10 @@ class CountsController(QObject):
             return
         for row in ("view", "hpf", "image"):
             self.panel.show_counts(row, result[row])
+        if not result["analysed"]:
+            self.panel.show_score(None, "(no detection on this slide yet)")
+            self.panel.show_f1(None)
+            return
         self.panel.show_score(result["score"])
         self.panel.show_f1(result["f1"])
         self.shown.emit(result)

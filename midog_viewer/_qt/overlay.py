@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 from napari.layers import Points
+from qtpy.QtCore import QTimer
 
 from midog_viewer._qt.legend import (
     ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER, RGBA, annotation_colours, annotation_look,
@@ -168,7 +169,7 @@ class BoxLayer:
         layer = self.layer
         status_column = layer.features.columns.get_loc("status")
         layer.features.iloc[rows, status_column] = statuses
-        if not _write_rows_in_place(self.viewer, layer, np.asarray(rows), colours):
+        if not _write_rows_in_place(layer, np.asarray(rows), colours):
             border = np.array(layer.border_color, dtype=np.float32)
             border[rows] = colours
             layer.border_color = border
@@ -188,14 +189,29 @@ def _quiet(layer: Points):
         yield
 
 
-def _write_rows_in_place(viewer, layer: Points, rows: np.ndarray, colours: np.ndarray) -> bool:
+def _drawn_by(layer: Points):
+    """The vispy layer that draws ``layer``, found among the layer's event subscribers (napari connects it there).
+
+    Not through ``viewer.window._qt_viewer``: napari hands a plugin's dock a proxy of the viewer, on which that
+    private attribute warns (a FutureWarning on every decision) and goes away in napari 0.10.
+    """
+    for callback in layer.events.set_data.callbacks:
+        owner = callback[0]() if isinstance(callback, tuple) and callable(callback[0]) else None
+        if owner is not None and hasattr(getattr(owner, "node", None), "points_markers"):
+            return owner
+    return None
+
+
+def _write_rows_in_place(layer: Points, rows: np.ndarray, colours: np.ndarray) -> bool:
     """Write border colours of ``rows`` into napari's table and the vispy buffer; False if this napari has no such path.
 
     napari's public setter re-slices and re-uploads every point; for one decision among 100,000 boxes
     that costs seconds, while the rows themselves are a few bytes of the vertex buffer.
     """
+    visual = _drawn_by(layer)
+    if visual is None:
+        return False
     try:
-        visual = viewer.window._qt_viewer.layer_to_visual[layer]
         markers = visual.node.points_markers
         buffer_rows = markers._data
         vbo = markers._vbo
@@ -292,6 +308,12 @@ class ReviewOverlay:
 
 
 _HIDDEN = (0.0, 0.0, 0.0, 0.0)
+#: What the dock says when napari's own point tools try to change a box layer (the edit is taken back).
+_REFUSED = {
+    "removed": "napari's Delete does not judge a box, so it is back: select it and press R to reject it.",
+    "added": "Boxes are not added with napari's point tool: Shift+click adds a missed mitosis (stored).",
+    "changed": "Boxes do not move: it is back where it was found.",
+}
 
 
 def rgba_for(status: str) -> tuple[float, float, float, float]:
@@ -308,13 +330,25 @@ class OverlayPainter:
     are coloured by evaluation against ground truth (TP yellow, FP red) rather than by review status.
 
     ``on_new_layer`` is called with each box layer made later (the ground-truth one), for the dock's keys.
+    Edits made with napari's own tools (Delete, add or move points) would change the screen and not the store:
+    they are taken back and ``say`` tells why.
     """
 
     def __init__(self, overlay: ReviewOverlay, session: ReviewSession, threshold: Callable[[], float],
-                 evaluating: Callable[[], bool], on_new_layer: Callable[[BoxLayer], None]) -> None:
+                 evaluating: Callable[[], bool], on_new_layer: Callable[[BoxLayer], None],
+                 say: Callable[[str], None] = lambda _text: None) -> None:
         self.overlay, self.session = overlay, session
-        self._threshold, self._evaluating, self._on_new_layer = threshold, evaluating, on_new_layer
+        self._threshold, self._evaluating, self._on_new_layer, self._say = threshold, evaluating, on_new_layer, say
         session.events.objects_changed.connect(self._on_change)
+        for box_layer in overlay.box_layers():
+            box_layer.layer.events.data.connect(self._on_napari_edit)
+
+    def _on_napari_edit(self, event) -> None:
+        """A box deleted, added or moved with napari's tools: refused (redrawn from the store), and why."""
+        why = _REFUSED.get(str(event.action))
+        if why is not None:
+            self._say(why)
+            QTimer.singleShot(0, self.rebuild)  # after napari has finished its own edit
 
     def detach(self) -> None:
         self.session.events.objects_changed.disconnect(self._on_change)
@@ -347,6 +381,7 @@ class OverlayPainter:
             made = overlay.ground_truth is None
             ground_truth = overlay.ensure_ground_truth()
             if made:
+                ground_truth.layer.events.data.connect(self._on_napari_edit)
                 self._on_new_layer(ground_truth)
             parts += ((ground_truth, annotation & shown),)
         for box_layer, mask in parts:

@@ -232,7 +232,7 @@ class ReviewWidget(QWidget):
                                      ground_truth=layer.metadata.get("ground_truth"))
         self.slide_layer = layer
         self.view = SlideView(self.viewer, layer, self.session, lambda: self.score_threshold,
-                              lambda: self.colour_mode.currentIndex() == 1, self._bind_keys)
+                              lambda: self.colour_mode.currentIndex() == 1, self._bind_keys, self._say)
         self.session.events.objects_changed.connect(lambda _change: self._show_progress())
         self.counts.follow(self.session)
         self.rebuild_overlay()

@@ -20,10 +20,11 @@ from midog_viewer.review.session import ReviewSession
 
 
 class SlideView:
-    """The layers of one slide under review; ``bind_keys(layer)`` gives each new layer the review keys."""
+    """The layers of one slide under review; ``bind_keys(layer)`` gives each new layer the review keys, ``say``
+    puts a line in the dock's status line."""
 
     def __init__(self, viewer, layer: Image, session: ReviewSession, threshold: Callable[[], float],
-                 evaluating: Callable[[], bool], bind_keys: Callable) -> None:
+                 evaluating: Callable[[], bool], bind_keys: Callable, say: Callable[[str], None]) -> None:
         self.viewer, self.layer, self.session = viewer, layer, session
         self.slide = layer.metadata["slide"]
         placement = {"scale": tuple(layer.scale[-2:]), "translate": tuple(layer.translate[-2:]),
@@ -33,7 +34,7 @@ class SlideView:
             bind_keys(box_layer.layer)
         bind_keys(self.overlay.selection)
         self.painter = OverlayPainter(self.overlay, session, threshold, evaluating,
-                                      lambda box_layer: bind_keys(box_layer.layer))
+                                      lambda box_layer: bind_keys(box_layer.layer), say)
         self.hpf_layers = HpfLayers(viewer, session, placement, self.keep_boxes_active)
 
     def keep_boxes_active(self) -> None:
