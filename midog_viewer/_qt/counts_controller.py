@@ -130,13 +130,13 @@ class CountsController(QObject):
             return
         for row in ("view", "hpf", "image"):
             self.panel.show_counts(row, result[row])
+        self.shown.emit(result)
         if not result["analysed"]:
             self.panel.show_score(None, "(no detection on this slide yet)")
             self.panel.show_f1(None)
             return
         self.panel.show_score(result["score"])
         self.panel.show_f1(result["f1"])
-        self.shown.emit(result)
 
     def close(self) -> None:
         self.timer.stop()

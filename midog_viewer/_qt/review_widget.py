@@ -252,9 +252,10 @@ class ReviewWidget(QWidget):
         return None if self.view is None else self.view.overlay
 
     def _outline_fields(self, result: dict) -> None:
-        """Outline the field the "Current HPF" row counted and the hotspot the score line names."""
+        """Outline the field the "Current HPF" row counted and the hotspot the score line names (none before
+        the slide was analysed: no score is shown then)."""
         if self.hpf_layers is not None and result["session"] is self.session:
-            self.hpf_layers.outline(result["hpf_region"], result["score"].hotspot)
+            self.hpf_layers.outline(result["hpf_region"], result["score"].hotspot if result["analysed"] else None)
 
     @property
     def hpf_layers(self) -> HpfLayers | None:
