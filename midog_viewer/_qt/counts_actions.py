@@ -45,14 +45,17 @@ def export_slide(session: ReviewSession, fmt: str, path: str | Path, hpf_mm2: fl
     return path
 
 
-def import_into(session: ReviewSession, path: str | Path, image_name: str) -> str:
-    """Import an annotation file (MIDOG JSON, SlideRunner, GeoJSON, CSV) matched to the image by file name;
-    the session reloads (its views redraw). Returns the one-line summary."""
+def import_into(session: ReviewSession, path: str | Path, image_name: str, all_slides: bool = False) -> str:
+    """Import an annotation file (MIDOG JSON, SlideRunner, GeoJSON, CSV): only the labels of the open image
+    (matched by file name), or with ``all_slides`` every image's; the session reloads (its views redraw).
+    Returns the one-line summary: what was matched to the open slide and what was not."""
     from midog_viewer.review.importing import import_file, summary_line
 
-    summary = import_file(session.store, path, image_name=image_name)
+    slide = None if all_slides else session.store.slide(session.slide_id)
+    summary = import_file(session.store, path, image_name=image_name, slide=slide)
     session.reload()
-    return summary_line(summary)
+    line = summary_line(summary)
+    return line + (" (Import all slides… brings them in)." if summary.other_objects else ".")
 
 
 class CountsActions:
@@ -63,6 +66,7 @@ class CountsActions:
         panel = dock.counts_panel
         panel.export_requested.connect(self.choose_export)
         panel.import_requested.connect(self.choose_import)
+        panel.import_all_requested.connect(lambda: self.choose_import(all_slides=True))
         panel.hotspot_requested.connect(self.go_to_hotspot)
         panel.mark_hpf_requested.connect(self.mark_current_hpf)
         panel.grid_toggled.connect(self.show_hpf_grid)
@@ -131,15 +135,18 @@ class CountsActions:
         notify.show_info(f"Exported {written.name}.")
         return written
 
-    def choose_import(self) -> None:
+    def choose_import(self, all_slides: bool = False) -> None:
         path = ask_import_path(self.dock)
         if path:
-            self.import_annotations(path)
+            self.import_annotations(path, all_slides=all_slides)
 
     @reports_errors
-    def import_annotations(self, path: str | Path) -> None:
-        """Import an annotation file (MIDOG JSON, SlideRunner, GeoJSON, CSV) matched to this image by file name."""
+    def import_annotations(self, path: str | Path, all_slides: bool = False) -> str | None:
+        """Import an annotation file (MIDOG JSON, SlideRunner, GeoJSON, CSV): this image's labels (matched by
+        file name), or every image's with ``all_slides``; the summary goes to the notification area and back."""
         if self.dock.session is None:
             notify.show_error("Open the image the annotations belong to before importing them.")
-            return
-        notify.show_info(import_into(self.dock.session, path, Path(self.dock.slide.path).name))
+            return None
+        line = import_into(self.dock.session, path, Path(self.dock.slide.path).name, all_slides)
+        notify.show_info(line)
+        return line

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qtpy.QtCore import QObject, QTimer
+from qtpy.QtCore import QObject, QTimer, Signal
 from superqt.utils import thread_worker
 
 from midog_viewer._qt import notify
@@ -37,6 +37,7 @@ def figures(session: ReviewSession, reader: ReviewStore, view: Region | None, hp
         "analysed": bool(reader.detection_runs(session.slide_id)),
         "view": None if view is None else totals(view),
         "hpf": None if hpf is None else totals(hpf),
+        "hpf_region": hpf,
         "image": totals(None),
         # the score uses the HPFs the reviewer marked when there are any, else the hotspot
         "score": session.counts(None, hpf_mm2, use_drawn=True, store=reader),
@@ -45,11 +46,14 @@ def figures(session: ReviewSession, reader: ReviewStore, view: Region | None, hp
 
 
 class CountsController(QObject):
-    """Keeps ``panel`` current for the session given to :meth:`follow`.
+    """Keeps ``panel`` current for the session given to :meth:`follow`; ``shown`` carries each result shown
+    (the dock outlines its current HPF and hotspot from it).
 
     ``view`` and ``current_hpf`` give the level-0 regions of the screen and of the HPF at its centre,
     ``threshold`` the score threshold in use (all read when a count starts).
     """
+
+    shown = Signal(object)
 
     def __init__(self, panel: CountsPanel, store: Callable[[], ReviewStore], view: Callable[[], Region | None],
                  current_hpf: Callable[[], Region | None], threshold: Callable[[], float],
@@ -126,6 +130,7 @@ class CountsController(QObject):
             return
         for row in ("view", "hpf", "image"):
             self.panel.show_counts(row, result[row])
+        self.shown.emit(result)
         if not result["analysed"]:
             self.panel.show_score(None, "(no detection on this slide yet)")
             self.panel.show_f1(None)

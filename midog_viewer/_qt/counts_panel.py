@@ -30,7 +30,7 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("MIDOG points (mm)", "midog-json", "JSON (*.json)"),
 )
 _ROWS = ("view", "hpf", "image")
-_ROW_TITLES = {"view": "Visible region", "hpf": "Current HPF", "image": "Whole image"}
+_ROW_TITLES = {"view": "Visible region", "hpf": "Current HPF (cyan outline)", "image": "Whole image"}
 _COLUMNS = ("accepted", "pending", "rejected", "ground_truth")
 
 
@@ -39,6 +39,7 @@ class CountsPanel(QGroupBox):
 
     export_requested = Signal(str, str)  # format, file filter
     import_requested = Signal()
+    import_all_requested = Signal()
     hotspot_requested = Signal()
     mark_hpf_requested = Signal()
     grid_toggled = Signal(bool)
@@ -97,9 +98,16 @@ class CountsPanel(QGroupBox):
             self.export_buttons[fmt] = button
             exports.addWidget(button, 1 + index // 3, index % 3)
         layout.addLayout(exports)
-        self.import_button = QPushButton("Import annotations… (or drop a file here)")
+        imports = QHBoxLayout()
+        self.import_button = QPushButton("Import for this slide… (or drop a file)")
+        self.import_button.setToolTip("Only the labels of the open slide (matched by file name) are imported.")
         self.import_button.clicked.connect(self.import_requested.emit)
-        layout.addWidget(self.import_button)
+        self.import_all_button = QPushButton("Import all slides…")
+        self.import_all_button.setToolTip("Every image of the file goes into the review store, each as its own slide.")
+        self.import_all_button.clicked.connect(self.import_all_requested.emit)
+        imports.addWidget(self.import_button)
+        imports.addWidget(self.import_all_button)
+        layout.addLayout(imports)
 
     def show_counts(self, which: str, totals: dict[str, int] | None) -> None:
         """Fill one row (``view``, ``hpf`` or ``image``) from counts by category; None clears it."""
@@ -111,7 +119,8 @@ class CountsPanel(QGroupBox):
         if counts is None:
             self.score.setText(f"Mitotic score: – {reason}")
             return
-        hotspot = "" if counts.hotspot is None else f"; hotspot: {counts.hotspot.mitoses} in {counts.hotspot.area_mm2:.2f} mm²"
+        hotspot = ("" if counts.hotspot is None else
+                   f"; hotspot (orange outline): {counts.hotspot.mitoses} in {counts.hotspot.area_mm2:.2f} mm²")
         self.score.setText(
             f"Mitotic score {counts.mitotic_score.score} ({counts.per_10_hpf:.1f} per 10 HPF of "
             f"{counts.hpf_mm2:g} mm²{hotspot})"

@@ -12,16 +12,31 @@ import numpy as np
 from napari.layers import Shapes
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from midog_viewer.review.counts import hpf_size_px
 from midog_viewer.review.session import ReviewSession
 from midog_viewer.review.store import HPFRegion
 
 
+class _Field(NamedTuple):
+    x: float
+    y: float
+    w: float
+    h: float
+
+
 def bounding_rectangle(vertices: np.ndarray) -> tuple[float, float, float, float]:
     """(x, y, w, h) of a shape's (row, column) vertices."""
     (y0, x0), (y1, x1) = np.min(vertices, axis=0)[-2:], np.max(vertices, axis=0)[-2:]
     return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+#: Outline colours of the field the "Current HPF" row counts and of the hotspot window (the marked HPFs are
+#: magenta, the grid dim cyan, the selected box a small cyan frame).
+CURRENT_HPF_COLOUR = "cyan"
+HOTSPOT_COLOUR = "orange"
+OUTLINES_NAME = "current HPF (cyan) and hotspot (orange)"
 
 
 def _rectangles(fields) -> list[np.ndarray]:
@@ -42,6 +57,8 @@ class HpfLayers:
         self.after_adding = after_adding
         self.grid: Shapes | None = None
         self.fields: Shapes | None = None
+        self.outlines: Shapes | None = None
+        self._outlined: list[tuple[float, float, float, float]] = []
         self._editing = False
         session.events.hpfs_changed.connect(self._on_hpfs_changed)
         self.show_fields()
@@ -78,6 +95,33 @@ class HpfLayers:
         scale = float(slide_layer.scale[-1])
         camera.zoom = min(canvas_w / (hotspot.w * scale), canvas_h / (hotspot.h * scale))
         return hotspot
+
+    def outline(self, current: tuple[float, float, float, float] | None, hotspot) -> None:
+        """Outline the current HPF (cyan; its part inside the image) and the hotspot window (orange, when it
+        holds a mitosis) in one Shapes layer, so the user sees what the counts rows count; redrawn only when
+        either moved."""
+        if current is not None:  # only the part inside the image counts, so only that part is outlined
+            x, y, w, h = current
+            x0, y0 = max(0.0, x), max(0.0, y)
+            x1, y1 = min(float(self.session.width), x + w), min(float(self.session.height), y + h)
+            current = (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+        regions = [(tuple(current), CURRENT_HPF_COLOUR)] if current is not None else []
+        if hotspot is not None and hotspot.mitoses > 0:
+            regions.append(((hotspot.x, hotspot.y, hotspot.w, hotspot.h), HOTSPOT_COLOUR))
+        wanted = [region for region, _ in regions]
+        if wanted == self._outlined and (self.outlines is not None or not regions):
+            return
+        self._outlined = wanted
+        self._remove(self.outlines)
+        self.outlines = None
+        if not regions:
+            return
+        self.outlines = self.viewer.add_shapes(
+            _rectangles([_Field(*region) for region in wanted]), shape_type="rectangle",
+            edge_color=[colour for _, colour in regions], face_color="transparent", edge_width=4,
+            name=OUTLINES_NAME, **self.placement,
+        )
+        self.after_adding()
 
     def show_fields(self) -> None:
         """(Re)make the editable layer of the HPFs marked on this slide."""
@@ -116,7 +160,8 @@ class HpfLayers:
         self.session.events.hpfs_changed.disconnect(self._on_hpfs_changed)
         self._remove(self.grid)
         self._remove(self.fields)
-        self.grid = self.fields = None
+        self._remove(self.outlines)
+        self.grid = self.fields = self.outlines = None
 
     def _remove(self, layer) -> None:
         if layer is not None and layer in self.viewer.layers:

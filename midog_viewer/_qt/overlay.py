@@ -19,13 +19,14 @@ import pandas as pd
 from napari.layers import Points
 from qtpy.QtCore import QTimer
 
+from midog_viewer._qt.legend import (
+    ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER, RGBA, annotation_colours, annotation_look,
+)
 from midog_viewer.review.events import ObjectsChanged
 from midog_viewer.review.navigation import boxes_to_points
 from midog_viewer.review.session import DETECTION, ReviewSession
 from midog_viewer.review.status import Status, colour_for
 
-#: Border width as a fraction of the box side: thin enough to see the cell, thick enough to see the colour.
-BORDER_FRACTION = 0.06
 #: The frame around the selected box: cyan (no status uses it), this much larger than the box.
 SELECTION_COLOUR = "cyan"
 SELECTION_MARGIN = 1.35
@@ -59,6 +60,7 @@ class BoxLayer:
         units: Sequence | None = None,
         opacity: float = 1.0,
         visible: bool = True,
+        border: float = PREDICTION_BORDER,
     ) -> None:
         self.viewer = viewer
         self.layer = Points(
@@ -66,7 +68,7 @@ class BoxLayer:
             name=name,
             symbol="square",
             face_color="transparent",
-            border_width=BORDER_FRACTION,
+            border_width=border,
             border_width_is_relative=True,
             scale=tuple(scale),
             translate=tuple(translate),
@@ -74,9 +76,10 @@ class BoxLayer:
             opacity=opacity,
             visible=visible,
             features=empty_features(),
-            canvas_size_limits=(3, 10000),
+            canvas_size_limits=(MIN_SCREEN_PX, 10000),  # red stays visible at whole-slide zoom
         )
         viewer.add_layer(self.layer)
+        self.border = border
         self.ids = np.zeros(0, dtype=np.int64)
         self._boxes = np.zeros((0, 4), dtype=np.float32)
         self._row_of: dict[int, int] = {}
@@ -96,8 +99,11 @@ class BoxLayer:
         scores: np.ndarray,
         labels: Sequence[str],
         statuses: Sequence[str],
+        symbols: Sequence[str] | None = None,
+        widths: Sequence[float] | None = None,
     ) -> None:
-        """Replace every box of the layer with one refresh (not one per property)."""
+        """Replace every box of the layer with one refresh (not one per property); ``symbols`` and border
+        ``widths`` per row (:mod:`midog_viewer._qt.legend`), else the layer's squares and border."""
         ids = np.asarray(ids, dtype=np.int64)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         centres, sides = boxes_to_points(boxes)
@@ -115,6 +121,8 @@ class BoxLayer:
             layer.data = centres
             layer.size = sides
             if len(ids):
+                layer.symbol = list(symbols) if symbols is not None else "square"
+                layer.border_width = np.asarray(widths, dtype=np.float32) if widths is not None else self.border
                 layer.border_color = np.asarray(colours, dtype=np.float32).reshape(-1, 4)
             layer.features = features
             self.ids = ids
@@ -143,6 +151,7 @@ class BoxLayer:
             np.concatenate([old["score"].to_numpy(np.float32), np.asarray(scores, dtype=np.float32)]),
             list(old["label"]) + list(labels),
             list(old["status"]) + list(statuses),
+            [str(symbol) for symbol in np.atleast_1d(self.layer.symbol)][: len(self.ids)] + ["square"] * len(ids),
         )
 
     def boxes(self) -> np.ndarray:
@@ -245,7 +254,7 @@ class ReviewOverlay:
         self.selection = Points(
             np.zeros((0, 2), dtype=np.float32), name=f"{name} selected", symbol="square",
             face_color="transparent", border_color=SELECTION_COLOUR, border_width=0.08,
-            border_width_is_relative=True, **self._placement,
+            border_width_is_relative=True, canvas_size_limits=(MIN_SCREEN_PX * SELECTION_MARGIN, 10000), **self._placement,
         )
         viewer.add_layer(self.selection)
         viewer.layers.selection.active = self.predictions.layer
@@ -258,7 +267,8 @@ class ReviewOverlay:
     def ensure_ground_truth(self) -> BoxLayer:
         """The white ground-truth layer, made when the first annotations arrive."""
         if self.ground_truth is None:
-            self.ground_truth = BoxLayer(self.viewer, f"{self.name} ground truth", **self._placement)
+            self.ground_truth = BoxLayer(self.viewer, f"{self.name} ground truth", border=ANNOTATION_BORDER,
+                                         **self._placement)
             layers = self.viewer.layers
             # below the predictions, so a yellow box on a white one stays visible
             layers.move(layers.index(self.ground_truth.layer), layers.index(self.predictions.layer))
@@ -297,7 +307,6 @@ class ReviewOverlay:
                 self.viewer.layers.remove(layer)
 
 
-_RGBA = {"yellow": (1.0, 1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0, 1.0), "red": (1.0, 0.0, 0.0, 1.0)}
 _HIDDEN = (0.0, 0.0, 0.0, 0.0)
 #: What the dock says when napari's own point tools try to change a box layer (the edit is taken back).
 _REFUSED = {
@@ -309,7 +318,7 @@ _REFUSED = {
 
 def rgba_for(status: str) -> tuple[float, float, float, float]:
     """Border colour of a status: the review core's colour, transparent for deleted objects."""
-    return _HIDDEN if status == Status.DELETED.value else _RGBA[colour_for(status)]
+    return _HIDDEN if status == Status.DELETED.value else RGBA[colour_for(status)]
 
 
 def _colours(statuses) -> np.ndarray:
@@ -376,8 +385,13 @@ class OverlayPainter:
                 self._on_new_layer(ground_truth)
             parts += ((ground_truth, annotation & shown),)
         for box_layer, mask in parts:
-            box_layer.set_boxes(session.keys[mask], t.boxes[mask], _colours(statuses[mask]), t.score[mask],
-                                list(t.label[mask]), list(statuses[mask]))
+            colours, symbols, widths = _colours(statuses[mask]), None, None
+            if box_layer is overlay.ground_truth:  # hand-added, truth mitosis, truth look-alike: each its own look
+                colours = annotation_colours(colours, t.source[mask], t.label[mask])
+                looks = [annotation_look(s, lab) for s, lab in zip(t.source[mask], t.label[mask])]
+                symbols, widths = [look.symbol for look in looks], [look.border for look in looks]
+            box_layer.set_boxes(session.keys[mask], t.boxes[mask], colours, t.score[mask],
+                                list(t.label[mask]), list(statuses[mask]), symbols, widths)
 
     def _on_change(self, change: ObjectsChanged) -> None:
         if change.reloaded:

@@ -29,6 +29,7 @@ from midog_viewer._qt.counts_controller import CountsController
 from midog_viewer._qt.counts_panel import CountsPanel
 from midog_viewer._qt.detection_runner import DetectionPanel, DetectionRunner
 from midog_viewer._qt.hpf_layers import HpfLayers
+from midog_viewer._qt.legend import Legend
 from midog_viewer._qt.model_panel import ModelPanel
 from midog_viewer._qt.notify import NO_SLIDE
 from midog_viewer._qt.notify import reports_errors as _reports_errors
@@ -75,6 +76,7 @@ class ReviewWidget(QWidget):
         self.setAcceptDrops(True)
         self.counts = CountsController(self.counts_panel, lambda: self.store, self.visible_region, self.current_hpf,
                                        lambda: self.score_threshold, self)
+        self.counts.shown.connect(self._outline_fields)
         self.actions = CountsActions(self)
         # while idle, fold the write-ahead log into reviews.sqlite, so a plain copy of the file is current
         self._checkpoint_timer = QTimer(self, interval=int(IDLE_CHECKPOINT_S * 1000), timeout=self._checkpoint_if_idle)
@@ -105,9 +107,11 @@ class ReviewWidget(QWidget):
         self.review_box = ReviewBox()
         self.review_box.colour_mode.currentIndexChanged.connect(lambda _: self.rebuild_overlay())
         self.review_box.reviewer_name.editingFinished.connect(lambda: self.set_reviewer(self.reviewer_name.text()))
+        self.legend = Legend()
         self.counts_panel = CountsPanel()
         self.cohort_panel = CohortPanel()
-        for part in (self.model_panel, self.detection_panel, self.review_box, self.counts_panel, self.cohort_panel):
+        for part in (self.model_panel, self.detection_panel, self.review_box, self.legend, self.counts_panel,
+                     self.cohort_panel):
             layout.addWidget(part)
         layout.addStretch(1)
         in_scroll_area(self, content)
@@ -237,7 +241,9 @@ class ReviewWidget(QWidget):
         self.rebuild_overlay()
         self.reviewer_name.setText(self.session.reviewer)
         self.saved_in.setText(f"Reviews are saved as you decide, in {self.store.path}")
-        self._say(f"Reviewing {Path(slide.path).name} ({len(self.session.table)} objects restored).")
+        link = self.session.link.message()  # a moved slide found its review; a changed one starts a new one
+        self._say(f"Reviewing {Path(slide.path).name} ({len(self.session.table)} objects restored)."
+                  + (f" {link[:1].upper()}{link[1:]}." if link else ""))
 
     @property
     def slide(self):
@@ -247,6 +253,12 @@ class ReviewWidget(QWidget):
     def overlay(self) -> ReviewOverlay | None:
         """The box layers of the slide (None without one)."""
         return None if self.view is None else self.view.overlay
+
+    def _outline_fields(self, result: dict) -> None:
+        """Outline the field the "Current HPF" row counted and the hotspot the score line names (none before
+        the slide was analysed: no score is shown then)."""
+        if self.hpf_layers is not None and result["session"] is self.session:
+            self.hpf_layers.outline(result["hpf_region"], result["score"].hotspot if result["analysed"] else None)
 
     @property
     def hpf_layers(self) -> HpfLayers | None:

@@ -15,7 +15,7 @@ from napari.layers import Image
 
 from midog_viewer._qt.hpf_layers import HpfLayers
 from midog_viewer._qt.overlay import OverlayPainter, ReviewOverlay
-from midog_viewer.review.navigation import view_region
+from midog_viewer.review.navigation import step_zoom, view_region
 from midog_viewer.review.session import ReviewSession
 
 
@@ -53,12 +53,14 @@ class SlideView:
         return float(col), float(row)
 
     def centre_on(self, box: np.ndarray) -> None:
-        """Centre the camera on a level-0 box, zooming in to at least one screen pixel per level-0 pixel."""
+        """Centre the camera on a level-0 box, zooming in to the fixed physical field of
+        :func:`~midog_viewer.review.navigation.step_zoom` (0.25 µm per screen pixel; one screen pixel per
+        level-0 pixel when the pixel size is unknown); a view zoomed in further stays as it is."""
         camera = self.viewer.scene.camera
         camera.center = tuple(self.layer.data_to_world(((box[1] + box[3]) / 2, (box[0] + box[2]) / 2))[-2:])
-        level0_zoom = 1.0 / float(self.layer.scale[-1])
-        if camera.zoom < level0_zoom:
-            camera.zoom = level0_zoom
+        field_zoom = step_zoom(self.session.mpp, self.layer.scale[-1])
+        if camera.zoom < field_zoom:
+            camera.zoom = field_zoom
 
     def remove(self) -> None:
         """Take the slide's layers out of the viewer and stop following its session."""

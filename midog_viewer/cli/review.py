@@ -150,6 +150,8 @@ def _counts(args: argparse.Namespace) -> int:
                 slide = store.find_slide(name)
                 if slide is None:
                     raise ReviewStoreError(f"{args.db.name} has no slide named {name!r}.")
+                if not args.json and Path(name).exists() and Path(slide.path) != Path(name).resolve():
+                    print(f"found the review of {Path(name).name} (stored as {slide.path})")
                 slides.append(slide)
         else:
             slides = store.slides()

@@ -46,6 +46,10 @@ class ImportSummary:
     first_outside: str = ""
     #: Labels left out because the store already holds them (same slide, class, centre within 7.5 µm).
     skipped: int = 0
+    #: With ``slide=``: that slide's name, and the labels (and their images) of other images left out.
+    for_slide: str = ""
+    other_objects: int = 0
+    other_images: int = 0
 
     def as_json(self) -> dict:
         return {"images": self.images, "classes": self.classes, "slides": self.slides,
@@ -79,8 +83,13 @@ def import_file(
     image_name: str | None = None,
     point_box_px: float = 50.0,
     point_box_um: float | None = None,
+    slide: Slide | None = None,
 ) -> ImportSummary:
-    """Import one annotation file as ground truth; the store is unchanged if anything is wrong."""
+    """Import one annotation file as ground truth; the store is unchanged if anything is wrong.
+
+    With ``slide`` only the labels of the image named like it (file name, else stem) are imported, onto
+    it; the summary counts what was left out (``other_objects`` of ``other_images``).
+    """
     path = Path(path)
     images_dir = Path(images_dir) if images_dir is not None else None
     if images_dir is not None and not images_dir.is_dir():
@@ -93,13 +102,24 @@ def import_file(
         check_image_name(image.name, path.name)
         check_coordinates(image, path.name)
     source = path.name
-    if source in store.annotation_sources():
+    others: list[ImageAnnotations] = []
+    only = slide  # (the loop below reuses the name ``slide``)
+    if slide is not None:
+        images, others = _split_for(images, slide)
+        imported_here = store.objects(slide.id)
+        if np.any(imported_here.source == source):
+            raise ReviewStoreError(f"{source} was imported onto {slide.name} already; importing it again would double its labels.")
+    elif source in store.annotation_sources():
         raise ReviewStoreError(f"{source} was imported into {store.path.name} already; importing it again would double its labels.")
     classes: Counter[str] = Counter()
     summary = ImportSummary(source, fmt, len(images), sum(1 for image in images if len(image)))
+    if slide is not None:
+        summary.for_slide = slide.name
+        summary.other_objects = sum(len(image) for image in others)
+        summary.other_images = sum(1 for image in others if len(image))
     with store.transaction():
         for image in images:
-            slide_id = _slide_for(store, image, images_dir)
+            slide_id = only.id if only is not None else _slide_for(store, image, images_dir)
             if len(image):
                 slide = store.slide(slide_id)
                 new = _not_stored(store, slide, image)
@@ -115,6 +135,14 @@ def import_file(
                 classes.update(labels)
     summary.classes = dict(classes)
     return summary
+
+
+def _split_for(images: list[ImageAnnotations], slide: Slide) -> tuple[list[ImageAnnotations], list[ImageAnnotations]]:
+    """The images named like ``slide`` (its file name, else its stem when that alone matches) and the rest."""
+    mine = [image for image in images if image.name == slide.name]
+    if not mine:
+        mine = [image for image in images if Path(image.name).stem == Path(slide.name).stem]
+    return mine, [image for image in images if not any(image is m for m in mine)]
 
 
 def _not_stored(store: ReviewStore, slide: Slide, image: ImageAnnotations) -> np.ndarray:
@@ -164,6 +192,12 @@ def summary_line(summary: ImportSummary) -> str:
                if summary.skipped else "")
     warning = (f"; warning: {summary.outside:,} boxes lie wholly outside their image (first: {summary.first_outside})"
                if summary.outside else "")
+    if summary.for_slide:
+        added = sum(summary.classes.values())
+        classes = f" ({per_class})" if summary.classes else ""
+        others = (f"; {summary.other_objects:,} objects of {summary.other_images:,} other slides not imported"
+                  if summary.other_objects else "")
+        return f"{summary.source}: {added:,} objects for {summary.for_slide}{classes}{others}{skipped}{warning}"
     return (f"{summary.source} ({summary.format}): {summary.images} labelled images of {summary.slides}; "
             f"{per_class}{skipped}{warning}")
 

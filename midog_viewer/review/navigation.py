@@ -23,6 +23,18 @@ def boxes_to_points(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return centres, sides
 
 
+#: The field a step to the next box shows: µm of slide per screen pixel (about a 40x objective's view on a
+#: 0.25 µm/px scan), whatever the scan's own magnification, so a mitosis looks the same size on every slide.
+STEP_UM_PER_SCREEN_PX = 0.25
+
+
+def step_zoom(mpp: float | None, scale: float) -> float:
+    """Camera zoom (screen px per world unit) that shows :data:`STEP_UM_PER_SCREEN_PX`; ``scale`` is the image
+    layer's world units per level-0 pixel. Without a pixel size: one screen pixel per level-0 pixel."""
+    screen_px_per_level0_px = mpp / STEP_UM_PER_SCREEN_PX if mpp else 1.0
+    return screen_px_per_level0_px / float(scale)
+
+
 def view_region(
     center: Iterable[float],
     zoom: float,

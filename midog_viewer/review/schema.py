@@ -1,10 +1,13 @@
 """The review file's schema, its migrations, and the read-only check that a file is a review store.
 
-Schema (version 1; ``schema_version`` holds the version, :data:`MIGRATIONS` upgrades older files)::
+Schema (version 2; ``schema_version`` holds the version, :data:`MIGRATIONS` upgrades older files)::
 
-    slides(id, path, name, size_bytes, mtime, mpp, width, height, added_at, added_by)
+    slides(id, path, name, size_bytes, mtime, mpp, width, height, added_at, added_by, fingerprint)
         path is absolute, or a bare file name for a slide registered by an import; name is the file
-        name imports match on; size_bytes + mtime identify the file version (NULL when not on disk).
+        name imports match on; size_bytes + mtime identify the file version (NULL when not on disk);
+        fingerprint (version 2) identifies its content (:mod:`midog_viewer.io.fingerprint`), so a moved,
+        renamed or copied slide finds its review (NULL until a file is opened; older rows get theirs
+        when their file is next opened).
     detection_runs(id, slide_id, model, params JSON, created_at, created_by)
     detections(id, run_id, slide_id, x1, y1, x2, y2, score, label)      level-0 pixels, xyxy
     annotations(id, slide_id, x1, y1, x2, y2, label, source, created_at, created_by)
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from midog_viewer.errors import ReviewStoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -108,8 +111,13 @@ CREATE VIRTUAL TABLE detection_index USING rtree(id, x1, x2, y1, y2);
 CREATE VIRTUAL TABLE annotation_index USING rtree(id, x1, x2, y1, y2);
 """
 
+_SLIDE_FINGERPRINTS_V2 = """
+ALTER TABLE slides ADD COLUMN fingerprint TEXT;
+CREATE INDEX slides_by_fingerprint ON slides(fingerprint);
+"""
+
 #: version → SQL that upgrades a file from ``version - 1``; version 1 is the fresh schema.
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SLIDE_FINGERPRINTS_V2}
 
 
 def split_sql(script: str) -> Iterator[str]:

@@ -117,7 +117,9 @@ class ReviewSession:
         self.events = SessionEvents()
         self.reviewer = reviewer or store.reviewer
         self.width, self.height, self.mpp = int(width), int(height), mpp
-        self.slide_id = store.add_slide(slide_path, mpp, self.width, self.height)
+        #: How the file was matched to its stored slide (moved, copied, changed: :mod:`~midog_viewer.review.slide_identity`).
+        self.link = store.link_slide(slide_path, mpp, self.width, self.height)
+        self.slide_id = self.link.slide_id
         if ground_truth is not None and len(ground_truth.get("boxes", [])):
             self._store_image_truth(ground_truth)
         self.reload()

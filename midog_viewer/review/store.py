@@ -48,14 +48,14 @@ from midog_viewer.review.records import (
     Slide,
     check_boxes,
     check_region,
-    file_identity,
 )
 from midog_viewer.review.schema import SCHEMA_VERSION
+from midog_viewer.review.slide_identity import SlideLink, link_slide, needs_fingerprint
 from midog_viewer.review.status import ANNOTATION, DETECTION, REVIEWED_STATUSES, Status, Verdict
 
 __all__ = [
     "ANNOTATION", "DETECTION", "GROUND_TRUTH_SOURCE", "HAND", "REVIEWED_STATUSES", "SCHEMA_VERSION",
-    "Decision", "HPFRegion", "ObjectTable", "ReviewStore", "Slide",
+    "Decision", "HPFRegion", "ObjectTable", "ReviewStore", "Slide", "SlideLink",
 ]
 
 HAND = "hand"
@@ -154,52 +154,32 @@ class ReviewStore:
 
     def add_slide(
         self, path: str | os.PathLike, mpp: float | None = None, width: int | None = None, height: int | None = None,
-        *, name_only: bool = False,
+        *, name_only: bool = False, fingerprint: str | None = None,
     ) -> int:
-        """Register a slide and return its id; the same file (path, size, mtime) gives the same id.
+        """Register a slide and return its id: :meth:`link_slide` without the how."""
+        return self.link_slide(path, mpp, width, height, name_only=name_only, fingerprint=fingerprint).slide_id
 
-        A slide an import registered by file name only (``name_only``: no file is looked for) is bound to
-        the first real file of that name.
+    def link_slide(
+        self, path: str | os.PathLike, mpp: float | None = None, width: int | None = None, height: int | None = None,
+        *, name_only: bool = False, fingerprint: str | None = None,
+    ) -> SlideLink:
+        """Find or register the slide of a file, by path, size and mtime, else by content fingerprint.
+
+        Rules: :mod:`midog_viewer.review.slide_identity` (a moved or copied slide finds its review; a
+        changed one starts a new review and says so). A slide an import registered by file name only
+        (``name_only``: no file is looked for) is bound to the first real file of that name. The
+        fingerprint is computed here (a few tiles, outside the write lock) when the file needs one.
         """
-        with self._transaction() as db:
-            return self._add_slide(db, path, mpp, width, height, name_only)
+        if fingerprint is None:
+            with self._lock, translated(self.path):
+                wanted = needs_fingerprint(self._db, path, name_only)
+            if wanted:
+                from midog_viewer.io.fingerprint import file_fingerprint  # reads pixels: only when needed
 
-    def _add_slide(
-        self, db: sqlite3.Connection, path: str | os.PathLike, mpp: float | None, width: int | None, height: int | None,
-        name_only: bool = False,
-    ) -> int:
-        if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
-            raise ReviewStoreError(f"pixel size must be a positive number of µm, not {mpp!r}.")
-        raw = Path(path)
-        on_disk = not name_only and raw.exists()
-        stored_path = str(raw.resolve()) if on_disk else str(path)
-        name = raw.name
-        size, mtime = file_identity(raw) if on_disk else (None, None)
-        row = db.execute(
-            "SELECT id FROM slides WHERE path = ? AND size_bytes IS ? AND mtime IS ?", (stored_path, size, mtime)
-        ).fetchone()
-        if row is None and on_disk:
-            row = db.execute(
-                "SELECT id FROM slides WHERE name = ? AND size_bytes IS NULL ORDER BY id LIMIT 1", (name,)
-            ).fetchone()
-            if row is not None:
-                db.execute(
-                    "UPDATE slides SET path = ?, size_bytes = ?, mtime = ? WHERE id = ?", (stored_path, size, mtime, row[0])
-                )
-        if row is not None:
-            slide_id = int(row[0])
-            db.execute(
-                "UPDATE slides SET mpp = COALESCE(?, mpp), width = COALESCE(?, width), height = COALESCE(?, height)"
-                " WHERE id = ?",
-                (mpp, width, height, slide_id),
-            )
-            return slide_id
-        cursor = db.execute(
-            "INSERT INTO slides(path, name, size_bytes, mtime, mpp, width, height, added_at, added_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (stored_path, name, size, mtime, mpp, width, height, now_utc(), self.reviewer),
-        )
-        return int(cursor.lastrowid)
+                fingerprint = file_fingerprint(path)
+        with self._transaction() as db:
+            return link_slide(db, path, mpp, width, height, name_only=name_only, fingerprint=fingerprint,
+                              reviewer=self.reviewer)
 
     def slides(self) -> list[Slide]:
         """Every registered slide, in id order."""
@@ -213,7 +193,8 @@ class ReviewStore:
         return Slide(*rows[0])
 
     def find_slide(self, name: str) -> Slide | None:
-        """The slide stored under the path ``name``, else the one slide with that file name, or None.
+        """The slide stored under the path ``name``, else the one slide with that file name, else (a file
+        that was moved or renamed) the slide with the file's content fingerprint, or None.
 
         A file name that several slides share (``a/001.png``, ``b/001.png``) is refused: guessing one
         would export or count another slide's objects.
@@ -226,6 +207,11 @@ class ReviewStore:
         if len(rows) > 1:
             which = ", ".join(f"{row[1]} (id {row[0]})" for row in rows)
             raise ReviewStoreError(f"{len(rows)} slides in {self.path.name} match {name!r}: {which}; {hint}.")
+        if not rows and Path(name).exists():  # a moved or renamed file: known by its content
+            from midog_viewer.io.fingerprint import file_fingerprint
+
+            found = file_fingerprint(name)
+            rows = self._query(f"{columns} WHERE fingerprint = ? ORDER BY id LIMIT 1", (found,)) if found else []
         return Slide(*rows[0]) if rows else None
 
     def set_slide_mpp(self, slide_id: int, mpp: float) -> None:
