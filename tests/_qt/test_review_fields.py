@@ -161,7 +161,7 @@ def test_each_kind_of_box_has_its_own_look_and_the_legend_names_each(
     assert looks["accepted"][0] == looks["hand"][0] == looks["truth mitosis"][0] == (1.0, 1.0, 1.0, 1.0)
     for look in LOOKS:  # what the layers draw is what the legend shows
         assert looks[look.key] == (tuple(np.round(look.rgba, 2)), look.symbol, round(look.border, 3))
-    assert set(widget.legend.rows) == set(looks) and widget.legend.parent() is widget
+    assert set(widget.legend.rows) == set(looks) and widget.isAncestorOf(widget.legend)  # in the dock (its scroll area)
     assert widget.legend.rows["truth look-alike"].text() == "ground truth: look-alike (not a mitosis)"
 
 
