@@ -111,6 +111,7 @@ class Legend(QGroupBox):
             icon = QLabel()
             icon.setPixmap(_icon(look))
             text = QLabel(look.meaning)
+            text.setWordWrap(True)  # two columns of meanings must not widen the dock past the slide
             grid.addWidget(icon, index // 2, 2 * (index % 2))
             grid.addWidget(text, index // 2, 2 * (index % 2) + 1)
             self.rows[look.key] = text
