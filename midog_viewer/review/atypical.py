@@ -18,13 +18,13 @@ from midog_viewer.review.status import DETECTION, Verdict
 ATYPICAL = "atypical"
 NORMAL = "normal"
 
-#: Joins and select expressions :meth:`ReviewStore.objects` adds: p_atypical, then the subtype (1/0/NULL).
+#: Joins and select expressions :meth:`ReviewStore.objects` adds: p_atypical, the subtype (1/0/NULL), decided.
 DETECTION_JOIN = (" LEFT JOIN detection_runs run ON run.id = d.run_id LEFT JOIN subtype_state t"
                   " ON t.object_kind = 'detection' AND t.object_id = d.id")
 DETECTION_COLUMNS = (", d.p_atypical, COALESCE(t.atypical, CASE WHEN d.p_atypical IS NULL OR run.atypical_threshold"
-                     " IS NULL THEN NULL ELSE d.p_atypical >= run.atypical_threshold END)")
+                     " IS NULL THEN NULL ELSE d.p_atypical >= run.atypical_threshold END), t.atypical IS NOT NULL")
 ANNOTATION_JOIN = " LEFT JOIN subtype_state t ON t.object_kind = 'annotation' AND t.object_id = a.id"
-ANNOTATION_COLUMNS = ", NULL, COALESCE(t.atypical, a.atypical)"
+ANNOTATION_COLUMNS = ", NULL, COALESCE(t.atypical, a.atypical), t.atypical IS NOT NULL"
 
 
 def subtype_flags(values: Any, n: int, what: str) -> list[int | None]:

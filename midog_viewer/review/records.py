@@ -58,7 +58,7 @@ class Decision:
 
 
 _COLUMNS = ("id", "kind", "x1", "y1", "x2", "y2", "score", "label", "status", "source", "run_id", "p_atypical",
-            "atypical")
+            "atypical", "subtype_decided")
 #: ``ObjectTable.atypical`` of an object whose subtype nobody knows (no classifier ran, no reviewer said).
 SUBTYPE_UNKNOWN = -1
 
@@ -72,7 +72,8 @@ class ObjectTable:
     values (str), ``source`` str (annotations; "" for detections), ``run_id`` int64 (-1 for
     annotations), ``p_atypical`` float64 (the classifier's, NaN when none), ``atypical`` int8 subtype: the
     reviewer's decision, else the model's call or the imported file's, 1 atypical, 0 normal,
-    :data:`SUBTYPE_UNKNOWN` when nobody said (the last two default to unknown when not given).
+    :data:`SUBTYPE_UNKNOWN` when nobody said, ``subtype_decided`` bool: a reviewer's subtype decision set it
+    (the last three default to unknown / not decided when not given).
     ``table["x1"]`` works as well as ``table.x1``.
     """
 
@@ -89,6 +90,7 @@ class ObjectTable:
     run_id: np.ndarray
     p_atypical: np.ndarray | None = None
     atypical: np.ndarray | None = None
+    subtype_decided: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.id)
@@ -96,6 +98,8 @@ class ObjectTable:
             object.__setattr__(self, "p_atypical", np.full(n, np.nan))
         if self.atypical is None:
             object.__setattr__(self, "atypical", np.full(n, SUBTYPE_UNKNOWN, dtype=np.int8))
+        if self.subtype_decided is None:
+            object.__setattr__(self, "subtype_decided", np.zeros(n, dtype=bool))
 
     def atypical_mask(self) -> np.ndarray:
         """Rows whose subtype is atypical."""
@@ -153,6 +157,7 @@ class ObjectTable:
             if len(cols) > 11 else None,
             atypical=np.asarray([SUBTYPE_UNKNOWN if a is None else a for a in cols[12]], dtype=np.int8)
             if len(cols) > 12 else None,
+            subtype_decided=np.asarray(cols[13], dtype=bool) if len(cols) > 13 else None,
         )
 
     @classmethod
@@ -161,7 +166,7 @@ class ObjectTable:
         objects = np.zeros(0, dtype=object)
         ints = np.zeros(0, dtype=np.int64)
         return cls(ints, objects, floats, floats, floats, floats, floats, objects, objects, objects, ints, floats,
-                   np.zeros(0, dtype=np.int8))
+                   np.zeros(0, dtype=np.int8), np.zeros(0, dtype=bool))
 
     @staticmethod
     def concatenate(tables: Iterable[ObjectTable]) -> ObjectTable:

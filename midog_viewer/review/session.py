@@ -350,6 +350,7 @@ class ReviewSession:
         t.status[row] = found.status[match[0]]
         t.label[row] = found.label[match[0]]
         t.atypical[row] = found.atypical[match[0]]
+        t.subtype_decided[row] = found.subtype_decided[match[0]]
 
     # -- counted fields (HPFs) ---------------------------------------------------------------------
 
