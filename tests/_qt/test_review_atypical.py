@@ -32,3 +32,16 @@ def test_the_docks_detection_gives_every_mitotic_figure_p_atypical_and_the_model
     assert t.atypical[figures].tolist() == (t.p_atypical[figures] >= threshold).astype(int).tolist()
     stored = widget.session.store.objects(widget.session.slide_id)
     assert np.allclose(np.sort(stored.p_atypical[stored.kind == "detection"]), np.sort(t.p_atypical[figures]))
+
+
+def test_the_counts_panel_shows_atypical_mitoses(review, qtbot):
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    t = widget.session.table
+    keys = [int(k) for k in widget.session.keys[(t.kind == "detection") & (t.label == "mitotic figure")]]
+    for key in keys:
+        widget.session.decide(key, "accept")
+    expected = int((widget.session.table.atypical[[widget.session.row_of(k) for k in keys]] == 1).sum())
+    widget.update_counts(wait=True)
+    assert widget.counts_panel.cells[("image", "atypical")].text() == str(expected)
+    assert widget.counts_panel.atypical.text().startswith(f"Atypical: {expected} of {len(keys)} mitoses")
