@@ -126,3 +126,24 @@ def test_a_version_2_store_is_upgraded_with_its_log_intact_and_append_only(tmp_p
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             store._db.execute("DELETE FROM decisions")
         assert store.integrity_check() == "ok"
+
+
+def test_an_annotations_subtype_is_its_files_until_a_reviewer_decides(slide):
+    store, slide_id, _ = slide
+    (gt,) = store.add_annotations(slide_id, [[800, 800, 850, 850]], ["mitotic figure"], "truth.csv", atypical=[1])
+    hand = store.add_annotation(slide_id, [900, 900, 950, 950], "mitotic figure")
+    table = store.objects(slide_id)
+    subtype = dict(zip(zip(table.kind, table.id), table.atypical.tolist()))
+    assert subtype[("annotation", int(gt))] == 1 and subtype[("annotation", hand)] == -1
+    store.decide_subtype("annotation", int(gt), False)
+    store.decide_subtype("annotation", hand, True)
+    table = store.objects(slide_id)
+    subtype = dict(zip(zip(table.kind, table.id), table.atypical.tolist()))
+    assert subtype[("annotation", int(gt))] == 0 and subtype[("annotation", hand)] == 1
+    assert store.undo(slide_id) == hand and store.undo(slide_id) == int(gt)
+    table = store.objects(slide_id)
+    assert dict(zip(zip(table.kind, table.id), table.atypical.tolist()))[("annotation", int(gt))] == 1
+    with pytest.raises(ReviewStoreError, match="no annotation with id 999"):
+        store.decide_subtype("annotation", 999, True)
+    with pytest.raises(ReviewStoreError, match="one subtype per box"):
+        store.add_annotations(slide_id, [[0, 0, 5, 5]], ["mitotic figure"], "x.csv", atypical=[1, 0])
