@@ -31,7 +31,7 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
 )
 _ROWS = ("view", "hpf", "image")
 _ROW_TITLES = {"view": "Visible region", "hpf": "Current HPF (cyan outline)", "image": "Whole image"}
-_COLUMNS = ("accepted", "pending", "rejected", "ground_truth")
+_COLUMNS = ("accepted", "pending", "rejected", "ground_truth", "atypical")
 
 
 class CountsPanel(QGroupBox):
@@ -49,7 +49,7 @@ class CountsPanel(QGroupBox):
         super().__init__("Counts (mitotic figures)", parent)
         layout = QVBoxLayout(self)
         table = QGridLayout()
-        for column, name in enumerate(("", "accepted", "pending", "rejected", "ground truth"), start=0):
+        for column, name in enumerate(("", "accepted", "pending", "rejected", "ground truth", "atypical"), start=0):
             table.addWidget(QLabel(f"<b>{name}</b>"), 0, column)
         self.cells: dict[tuple[str, str], QLabel] = {}
         for row, key in enumerate(_ROWS, start=1):
@@ -85,8 +85,11 @@ class CountsPanel(QGroupBox):
 
         self.score = QLabel("Mitotic score: –")
         self.score.setWordWrap(True)
+        self.atypical = QLabel("Atypical: –")
+        self.atypical.setWordWrap(True)
         self.f1 = QLabel("")
         layout.addWidget(self.score)
+        layout.addWidget(self.atypical)
         layout.addWidget(self.f1)
 
         exports = QGridLayout()
@@ -118,7 +121,14 @@ class CountsPanel(QGroupBox):
         """The mitotic score and hotspot of the whole image, or why there is none."""
         if counts is None:
             self.score.setText(f"Mitotic score: – {reason}")
+            self.atypical.setText("Atypical: –")
             return
+        share = "–" if counts.atypical_share is None else f"{counts.atypical_share:.0%}"
+        self.atypical.setText(
+            f"Atypical: {counts.totals['atypical']} of {counts.totals['mitoses']} mitoses ({share}); "
+            f"{counts.atypical_per_hpf:.2f} per HPF, {counts.atypical_per_10_hpf:.1f} per 10 HPF, "
+            f"{counts.atypical_per_2_mm2:.1f} per 2 mm²"
+        )
         hotspot = ("" if counts.hotspot is None else
                    f"; hotspot (orange outline): {counts.hotspot.mitoses} in {counts.hotspot.area_mm2:.2f} mm²")
         self.score.setText(

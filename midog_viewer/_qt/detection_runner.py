@@ -32,12 +32,18 @@ class DetectionFailed(Exception):
     """A detection worker's exception, carried to the GUI thread."""
 
 
-def _surfacing_errors(batches):
-    """Run the detector's generator in the worker, re-raising RuntimeError (what torch raises) as
-    :class:`DetectionFailed`: superqt takes a RuntimeError for a deleted worker and only warns, which
-    would leave the widget waiting for a run that is over."""
+def _surfacing_errors(batches, slide=None, classifier=None):
+    """Run the detector's generator in the worker, yielding (progress, p_atypical or None): the atypical
+    classifier scores each batch's mitotic figures there too (as ``detect`` does). RuntimeError (what torch
+    raises) is re-raised as :class:`DetectionFailed`: superqt takes a RuntimeError for a deleted worker and
+    only warns, which would leave the widget waiting for a run that is over."""
+    from midog_viewer.atypical import atypical_scores
+
     try:
-        yield from batches
+        for progress in batches:
+            found = progress.detections
+            scored = classifier is not None and len(found)
+            yield progress, atypical_scores(slide, found, classifier) if scored else None
     except RuntimeError as exc:
         raise DetectionFailed(str(exc)) from exc
 
@@ -89,12 +95,14 @@ class DetectionRunner(QObject):
         self.progress.setValue(0)
 
     def run(self, session: ReviewSession, detector, slide, region: Region, params: dict, *,
-            model: str, tile_filter=None, message: str = "", wait: bool = False) -> None:
-        """Record a run of ``model`` on ``region`` and detect there in the worker (``wait``: until it ends)."""
+            model: str, tile_filter=None, message: str = "", wait: bool = False, classifier=None) -> None:
+        """Record a run of ``model`` on ``region`` and detect there in the worker (``wait``: until it ends);
+        ``classifier`` (an :class:`~midog_viewer.atypical.AtypicalNet`) gives each mitotic figure p_atypical."""
         self.cancel()
-        run = _Run(session, session.start_run(model, params), region)
+        threshold = None if classifier is None else classifier.config.threshold
+        run = _Run(session, session.start_run(model, params, atypical_threshold=threshold), region)
         batches = detector.iter_detect(slide, region, cancel=run.cancel, tile_filter=tile_filter)
-        run.worker = thread_worker(_surfacing_errors, start_thread=False, ignore_errors=True)(batches)
+        run.worker = thread_worker(_surfacing_errors, start_thread=False, ignore_errors=True)(batches, slide, classifier)
         run.worker.yielded.connect(functools.partial(self._on_batch, run))
         run.worker.errored.connect(functools.partial(self._on_error, run))
         run.worker.finished.connect(functools.partial(self._on_finished, run))
@@ -126,8 +134,10 @@ class DetectionRunner(QObject):
                   "stain_normalize": detector.stain_normalize, "resample_zoom": zoom, "tissue_fraction": tissue_fraction}
         resampled = "" if zoom == 1.0 else f" (tiles resampled x{zoom:.2f} to the model's {detector.model_mpp:.2f} µm/px)"
         searched = "" if tissue_fraction is None else f", tissue {tissue_fraction:.0%} of the image"
+        from midog_viewer.atypical import shared_classifier
+
         self.run(session, detector, slide, region, params, model=model, tile_filter=tile_filter, wait=wait,
-                 message=f"Detecting in {region[2]}×{region[3]} px{resampled}{searched}…")
+                 classifier=shared_classifier(), message=f"Detecting in {region[2]}×{region[3]} px{resampled}{searched}…")
 
     def cancel_outside(self, view: Region | None) -> None:
         """Cancel a run whose region no longer overlaps the view (moved away: the rest is not wanted now)."""
@@ -150,11 +160,12 @@ class DetectionRunner(QObject):
             self._run.session = None
         self.reset_progress()
 
-    def _on_batch(self, run: _Run, progress) -> None:
+    def _on_batch(self, run: _Run, item) -> None:
         if run.session is None:  # the slide was closed while this batch was on its way
             return
+        progress, p_atypical = item
         found = progress.detections
-        run.session.add_detections(run.run_id, found.boxes, found.scores, found.label_names())
+        run.session.add_detections(run.run_id, found.boxes, found.scores, found.label_names(), p_atypical)
         if run is self._run:
             self.progress.setRange(0, max(1, progress.total))
             self.progress.setValue(progress.done)

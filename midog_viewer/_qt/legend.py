@@ -5,6 +5,8 @@ reviewed yet, red an error (a rejected prediction), white an annotation or an ac
 alone would mean four things, so the symbol and border tell them apart: an accepted prediction is a thick
 white square, a mitosis added by hand a thick white circle, a ground-truth mitosis a thin white square, and a
 ground-truth look-alike (labelled "not a mitosis") a thin grey diamond, so it never reads as a missed mitosis.
+An atypical mitotic figure keeps its own look and gets a second, thin frame around it in the same colour (a
+double border), so yellow/red/white keep their meaning.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ LOOKS: tuple[Look, ...] = (
     Look("truth look-alike", "grey", "diamond", THIN, "ground truth: look-alike (not a mitosis)"),
 )
 LOOK = {look.key: look for look in LOOKS}
+#: The outer frame of an atypical mitotic figure: its box's colour, thin, this much larger than the box.
+ATYPICAL_MARGIN = 1.3
+ATYPICAL_BORDER = 0.04
+ATYPICAL_MEANING = "atypical mitotic figure (double frame, in its box's colour; T toggles)"
 #: Border width of each overlay layer's boxes (the layers hold predictions or annotations; annotations' per row).
 PREDICTION_BORDER = THICK
 ANNOTATION_BORDER = THIN
@@ -77,8 +83,8 @@ def annotation_colours(colours: np.ndarray, sources: np.ndarray, labels: np.ndar
     return out
 
 
-def _icon(look: Look, side: int = 18) -> QPixmap:
-    """A small picture of a look on the dark canvas colour."""
+def _icon(look: Look, side: int = 18, double: bool = False) -> QPixmap:
+    """A small picture of a look on the dark canvas colour (``double``: with the atypical outer frame)."""
     pixmap = QPixmap(side, side)
     pixmap.fill(QColor(38, 41, 48))
     painter = QPainter(pixmap)
@@ -94,6 +100,9 @@ def _icon(look: Look, side: int = 18) -> QPixmap:
         painter.drawPolygon(QPolygonF([QPointF(c, m), QPointF(side - m, c), QPointF(c, side - m), QPointF(m, c)]))
     else:
         painter.drawRect(int(m), int(m), int(side - 2 * m), int(side - 2 * m))
+    if double:
+        painter.setPen(QPen(QColor(r, g, b), 1.0))
+        painter.drawRect(1, 1, side - 3, side - 3)
     painter.end()
     return pixmap
 
@@ -115,5 +124,12 @@ class Legend(QGroupBox):
             grid.addWidget(icon, index // 2, 2 * (index % 2))
             grid.addWidget(text, index // 2, 2 * (index % 2) + 1)
             self.rows[look.key] = text
+        icon = QLabel()
+        icon.setPixmap(_icon(LOOK["accepted"], double=True))
+        #: The atypical entry (not a look of its own: a frame added to any look of a mitotic figure).
+        self.atypical = QLabel(ATYPICAL_MEANING)
+        row = (len(LOOKS) + 1) // 2
+        grid.addWidget(icon, row, 0)
+        grid.addWidget(self.atypical, row, 1, 1, 3)
         self.setToolTip("A cyan frame marks the selected box. Colour by ground truth: yellow a hit, red a false "
                         "positive, white ground truth (alone: missed).")

@@ -20,8 +20,10 @@ from napari.layers import Points
 from qtpy.QtCore import QTimer
 
 from midog_viewer._qt.legend import (
-    ANNOTATION_BORDER, MIN_SCREEN_PX, PREDICTION_BORDER, RGBA, annotation_colours, annotation_look,
+    ANNOTATION_BORDER, ATYPICAL_BORDER, ATYPICAL_MARGIN, MIN_SCREEN_PX, PREDICTION_BORDER, RGBA, annotation_colours,
+    annotation_look,
 )
+from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.review.events import ObjectsChanged
 from midog_viewer.review.navigation import boxes_to_points
 from midog_viewer.review.session import DETECTION, ReviewSession
@@ -257,7 +259,24 @@ class ReviewOverlay:
             border_width_is_relative=True, canvas_size_limits=(MIN_SCREEN_PX * SELECTION_MARGIN, 10000), **self._placement,
         )
         viewer.add_layer(self.selection)
+        #: The outer frames of atypical mitotic figures (drawing only: clicks and keys go to the box layers).
+        self.atypical = Points(
+            np.zeros((0, 2), dtype=np.float32), name=f"{name} atypical", symbol="square", face_color="transparent",
+            border_width=ATYPICAL_BORDER, border_width_is_relative=True,
+            canvas_size_limits=(MIN_SCREEN_PX * ATYPICAL_MARGIN, 10000), **self._placement,
+        )
+        viewer.add_layer(self.atypical)
         viewer.layers.selection.active = self.predictions.layer
+
+    def show_atypical(self, boxes: np.ndarray, colours: np.ndarray) -> None:
+        """Draw the outer frame of each atypical figure's box (level-0 xyxy) in its colour."""
+        centres, sides = boxes_to_points(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        with _quiet(self.atypical):
+            self.atypical.data = centres
+            self.atypical.size = sides * ATYPICAL_MARGIN
+            if len(centres):
+                self.atypical.border_color = np.asarray(colours, dtype=np.float32).reshape(-1, 4)
+        self.atypical.refresh()
 
     def box_layers(self) -> list[BoxLayer]:
         """The layers that exist, predictions first."""
@@ -302,7 +321,7 @@ class ReviewOverlay:
 
     def remove(self) -> None:
         """Take the overlay's layers out of the viewer."""
-        for layer in [box_layer.layer for box_layer in self.box_layers()] + [self.selection]:
+        for layer in [box_layer.layer for box_layer in self.box_layers()] + [self.selection, self.atypical]:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
 
@@ -392,6 +411,15 @@ class OverlayPainter:
                 symbols, widths = [look.symbol for look in looks], [look.border for look in looks]
             box_layer.set_boxes(session.keys[mask], t.boxes[mask], colours, t.score[mask],
                                 list(t.label[mask]), list(statuses[mask]), symbols, widths)
+        self._draw_atypical(statuses)
+
+    def _draw_atypical(self, statuses: np.ndarray | None = None) -> None:
+        """The atypical figures' outer frames: shown mitotic figures whose subtype is atypical."""
+        t = self.session.table
+        statuses = t.status if statuses is None else statuses
+        mask = (self.session.visible_mask(self._threshold()) & (t.atypical == 1) & (t.label == MITOTIC_FIGURE)
+                & ~self.session.is_hard_negative_prediction())
+        self.overlay.show_atypical(t.boxes[mask], _colours(statuses[mask]))
 
     def _on_change(self, change: ObjectsChanged) -> None:
         if change.reloaded:
@@ -409,6 +437,7 @@ class OverlayPainter:
             return
         statuses = [self.session.table.status[self.session.row_of(k)] for k in keys]
         self.overlay.recolour(keys, _colours(statuses), statuses)
+        self._draw_atypical()
 
     def _append(self, keys: np.ndarray) -> None:
         session = self.session
@@ -424,3 +453,5 @@ class OverlayPainter:
             if mask.any():
                 box_layer.append_boxes(keys[mask], t.boxes[mask], _colours(t.status[mask]), t.score[mask],
                                        list(t.label[mask]), list(t.status[mask]))
+        if np.any(session.table.atypical[rows] == 1):
+            self._draw_atypical()

@@ -141,6 +141,7 @@ class ReviewWidget(QWidget):
             "a": lambda *_: self.decide("accept"),
             "r": lambda *_: self.decide("reject"),
             "h": lambda *_: self.decide("hard negative"),
+            "t": lambda *_: self.toggle_atypical(),
             "n": lambda *_: self.step(forward=True),
             "Space": lambda *_: self.step(forward=True),
             "p": lambda *_: self.step(forward=False),
@@ -329,6 +330,21 @@ class ReviewWidget(QWidget):
             return
         self.session.decide(self.selected, action)
         self.select(self.selected)
+
+    @_reports_errors
+    def toggle_atypical(self) -> None:
+        """T: mark the selected mitotic figure atypical, or normal again (a logged decision; Ctrl+Z undoes it)."""
+        if self.session is None:
+            self._say(NO_SLIDE)
+            return
+        if self.selected is None:
+            self._say("Nothing selected to mark atypical or normal: click a box, or press Space for the next "
+                      "pending detection.")
+            return
+        self.session.toggle_atypical(self.selected)
+        self.select(self.selected)
+        now = self.session.table.atypical[self.session.row_of(self.selected)] == 1
+        self._say(f"Marked {'atypical' if now else 'normal'} (Ctrl+Z undoes).")
 
     @_reports_errors
     def undo(self) -> None:

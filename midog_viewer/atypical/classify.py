@@ -9,6 +9,7 @@ scored in batches; the CSV is written atomically.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -45,6 +46,12 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
         else:
             raise SlideError(f"{path} does not exist.")
     return found
+
+
+@functools.lru_cache(maxsize=2)
+def shared_classifier(path: str | None = None) -> AtypicalNet:
+    """The classifier at ``path`` (None: the shipped one), loaded once per process for every detection run."""
+    return load_classifier(path)[0]
 
 
 def _as_model(model: AtypicalNet | str | Path | None) -> AtypicalNet:

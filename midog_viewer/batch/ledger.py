@@ -73,10 +73,12 @@ class Ledger:
             done = {int(r[0]) for r in db.execute("SELECT tile FROM batch_tiles WHERE run_id = ?", (row[0],))}
         return LedgerRun(int(row[0]), slide_id, json.loads(row[1]), done, row[2] is not None)
 
-    def start(self, slide_id: int, run_key: str, model: str, params: dict, plan: dict[str, Any]) -> LedgerRun:
-        """Record a detection run (the store's own record, with ``params``) and its plan, atomically."""
+    def start(self, slide_id: int, run_key: str, model: str, params: dict, plan: dict[str, Any],
+              atypical_threshold: float | None = None) -> LedgerRun:
+        """Record a detection run (the store's own record, with ``params`` and the atypical classifier's
+        threshold) and its plan, atomically."""
         with self.store.transaction() as db:
-            run_id = self.store.add_detection_run(slide_id, model, params)
+            run_id = self.store.add_detection_run(slide_id, model, params, atypical_threshold)
             db.execute(
                 "INSERT INTO batch_runs(run_id, slide_id, run_key, plan, tiles) VALUES (?, ?, ?, ?, ?)",
                 (run_id, slide_id, run_key, json.dumps(plan), len(plan["tiles"])),
@@ -84,11 +86,11 @@ class Ledger:
         return LedgerRun(run_id, slide_id, plan, set(), False)
 
     def commit_tiles(self, run: LedgerRun, tiles: list[int], boxes: np.ndarray, scores: np.ndarray,
-                     labels: list[str]) -> None:
-        """Store one batch's detections and mark its tiles finished, in one transaction."""
+                     labels: list[str], p_atypical: Any = None) -> None:
+        """Store one batch's detections (with p_atypical) and mark its tiles finished, in one transaction."""
         with self.store.transaction() as db:
             if len(boxes):
-                self.store.add_detections(run.run_id, boxes, scores, labels)
+                self.store.add_detections(run.run_id, boxes, scores, labels, p_atypical)
             db.executemany("INSERT INTO batch_tiles(run_id, tile) VALUES (?, ?)", ((run.run_id, t) for t in tiles))
         run.done.update(tiles)
 

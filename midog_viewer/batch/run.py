@@ -217,14 +217,15 @@ class CohortRun:
                   "tissue_fraction": plan["tissue_fraction"], "tiles": len(plan["tiles"]),
                   "planned_tiles": plan["planned_tiles"]}
         model = Path(plan["model"]).name if plan.get("model") else self.model_label  # what the worker loaded
-        state.run = self.ledger.start(slide_id, self.key, model, params, plan)
+        state.run = self.ledger.start(slide_id, self.key, model, params, plan, plan.get("atypical_threshold"))
         self._submit_tiles(state)
 
-    def _detected(self, state: _Slide, tiles: list[int], result: tuple[Any, Any, Any]) -> None:
+    def _detected(self, state: _Slide, tiles: list[int], result: tuple[Any, ...]) -> None:
         run = state.run
         assert run is not None
         boxes = np.asarray(result[0], np.float32).reshape(-1, 4)
         scores, labels = np.asarray(result[1], np.float64).reshape(-1), list(result[2])
+        p = np.asarray(result[3] if len(result) > 3 and len(result[3]) else np.full(len(boxes), np.nan), np.float64)
         fresh_tiles = [t for t in tiles if t not in run.done]
         if len(fresh_tiles) < len(tiles):  # some tiles finished by another copy of this batch: keep them once
             cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
@@ -232,12 +233,12 @@ class CohortRun:
             for t in fresh_tiles:
                 x0, y0, x1, y1 = run.plan["cores"][t]
                 keep |= (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
-            boxes, scores, labels = boxes[keep], scores[keep], [lab for lab, k in zip(labels, keep) if k]
+            boxes, scores, labels, p = boxes[keep], scores[keep], [lab for lab, k in zip(labels, keep) if k], p[keep]
         if not fresh_tiles:
             return
         new = _fresh(boxes, labels, state.boxes, state.labels)
-        boxes, scores, labels = boxes[new], scores[new], [lab for lab, k in zip(labels, new) if k]
-        self.ledger.commit_tiles(run, fresh_tiles, boxes, scores, labels)
+        boxes, scores, labels, p = boxes[new], scores[new], [lab for lab, k in zip(labels, new) if k], p[new]
+        self.ledger.commit_tiles(run, fresh_tiles, boxes, scores, labels, p)
         state.boxes = np.concatenate([state.boxes, boxes])
         state.labels += labels
         self.tiles_detected += len(fresh_tiles)

@@ -44,6 +44,7 @@ class DetectorPlugin(WorkerPlugin):
         self.ignore_interrupt = ignore_interrupt
         self.resources = resources
         self.detector: Any = None
+        self.classifier: Any = None  # the shipped atypical classifier: p_atypical of each mitotic figure
         self.load_error: Exception | None = None
         self._slides: OrderedDict[str, Any] = OrderedDict()
 
@@ -66,6 +67,9 @@ class DetectorPlugin(WorkerPlugin):
         self._slides = OrderedDict()
         try:
             self.detector = Detector(self.model, device=device, score_thr=self.score_thr, batch_size=self.batch_size)
+            from midog_viewer.atypical import shared_classifier
+
+            self.classifier = shared_classifier()
         except Exception as exc:
             if not self.resources:
                 raise
@@ -103,18 +107,22 @@ def _plugin(name: str) -> DetectorPlugin:
 
 
 def plan_task(plugin_name: str, path: str) -> dict[str, Any]:
-    """Plan one slide (tissue, tiles, stain map) on a worker."""
+    """Plan one slide (tissue, tiles, stain map, and the atypical classifier's threshold) on a worker."""
     plugin = _plugin(plugin_name)
-    return plan_slide(plugin.detector, plugin.slide(path))
+    return {**plan_slide(plugin.detector, plugin.slide(path)), "atypical_threshold": plugin.classifier.config.threshold}
 
 
 def detect_task(plugin_name: str, path: str, tiles: list[list[int]], cores: list[list[float]], od_matrix: Any,
-                zoom: float) -> tuple[Any, Any, Any]:
-    """Detect one batch of a slide's tiles; boxes (N, 4) level-0 xyxy, scores and label names."""
+                zoom: float) -> tuple[Any, Any, Any, Any]:
+    """Detect one batch of a slide's tiles; boxes (N, 4) level-0 xyxy, scores, label names and p_atypical (NaN:
+    not a mitotic figure)."""
+    from midog_viewer.atypical import atypical_scores
+
     plugin = _plugin(plugin_name)
-    found = plugin.detector.detect_tiles(plugin.slide(path), [tuple(t) for t in tiles], [tuple(c) for c in cores],
-                                         od_matrix, zoom)
-    return found.boxes, found.scores, found.label_names()
+    slide = plugin.slide(path)
+    found = plugin.detector.detect_tiles(slide, [tuple(t) for t in tiles], [tuple(c) for c in cores], od_matrix, zoom)
+    p = atypical_scores(slide, found, plugin.classifier) if len(found) else []
+    return found.boxes, found.scores, found.label_names(), p
 
 
 def worker_peak_rss() -> int:

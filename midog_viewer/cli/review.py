@@ -171,6 +171,10 @@ def _counts(args: argparse.Namespace) -> int:
               f"mitotic score {r.mitotic_score.score}; pending {r.totals['pending']}"
               f"{'' if r.score_thr is None else f' (score >= {r.score_thr:g})'}, "
               f"rejected {r.totals['rejected']}")
+        share = "–" if r.atypical_share is None else f"{r.atypical_share:.0%}"
+        print(f"  atypical: {r.totals['atypical']} of {r.totals['mitoses']} mitoses ({share}); "
+              f"{r.atypical_per_hpf:.2f} per HPF, {r.atypical_per_10_hpf:.1f} per 10 HPF, "
+              f"{r.atypical_per_2_mm2:.1f} per 2 mm²")
     if results:
         print(f"mitotic score thresholds: {results[0].mitotic_score.scaling}")
     return 0

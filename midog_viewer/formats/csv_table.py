@@ -3,10 +3,11 @@
 Read: an image column (``image``, ``slide``, ``file_name``, ``filename`` or ``image_name``), a class
 column (``label``, ``class``, ``category`` or ``classification``), and either a box (``x1, y1, x2, y2``)
 or a centre (``x, y``, with ``w, h`` for the box size, else a square of ``point_box_px`` pixels).
-Coordinates are level-0 pixels. Errors name the line.
+Coordinates are level-0 pixels. An ``atypical`` column (1/0, true/false, atypical/normal, empty: not
+said) gives a mitotic figure's subtype. Errors name the line.
 
 Written: one row per object of the review store with its slide, kind, id, box, centre, label, score,
-status and source (see :data:`EXPORT_COLUMNS`).
+status, source, p_atypical and atypical (see :data:`EXPORT_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pathlib import Path
 from midog_viewer.classes import canonical_class
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import atomic
-from midog_viewer.formats.records import ImageAnnotations, finish, point_box
+from midog_viewer.formats.records import ImageAnnotations, finish, parse_subtype, point_box
 
 POINT_BOX_PX = 50.0
 _IMAGE = ("image", "slide", "file_name", "filename", "image_name")
 _LABEL = ("label", "class", "category", "classification")
-EXPORT_COLUMNS = ("slide", "kind", "id", "x1", "y1", "x2", "y2", "cx", "cy", "label", "score", "status", "source", "run_id")
+EXPORT_COLUMNS = ("slide", "kind", "id", "x1", "y1", "x2", "y2", "cx", "cy", "label", "score", "status", "source", "run_id",
+                  "p_atypical", "atypical")
 
 
 def _pick(header: list[str], names: tuple[str, ...]) -> int | None:
@@ -48,6 +50,7 @@ def read(path: str | Path, point_box_px: float = POINT_BOX_PX) -> list[ImageAnno
         except (csv.Error, UnicodeDecodeError) as exc:
             raise AnnotationFormatError(f"{path.name} line 1 is not CSV text ({exc}).") from exc
         image_col, label_col = _pick(header, _IMAGE), _pick(header, _LABEL)
+        subtype_col = _pick(header, ("atypical",))
         if image_col is None or label_col is None:
             raise AnnotationFormatError(
                 f"{path.name} line 1 must name an image column ({', '.join(_IMAGE)}) and a class column ({', '.join(_LABEL)})."
@@ -94,6 +97,8 @@ def read(path: str | Path, point_box_px: float = POINT_BOX_PX) -> list[ImageAnno
                     raise AnnotationFormatError(f"{path.name} line {line} has an empty image or class.")
                 image = images.setdefault(name, ImageAnnotations(name))
                 image.labels.append(label)
+                if subtype_col is not None:
+                    image.atypical.append(parse_subtype(row[subtype_col], f"{path.name} line {line}"))
                 boxes.setdefault(name, []).append(box)
         except (csv.Error, UnicodeDecodeError) as exc:
             raise AnnotationFormatError(f"{path.name} line {reader.line_num} is not valid CSV ({exc}).") from exc

@@ -24,7 +24,7 @@ from midog_viewer.classes import HARD_NEGATIVE, MITOTIC_FIGURE, canonical_class
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import atomic
 from midog_viewer.formats.gc_points import load_json
-from midog_viewer.formats.records import ImageAnnotations, point_box
+from midog_viewer.formats.records import ImageAnnotations, parse_subtype, point_box
 
 POINT_BOX_PX = 50.0
 UNCLASSIFIED = "unclassified"
@@ -90,14 +90,17 @@ def read(path: str | Path, image_name: str, point_box_px: float = POINT_BOX_PX) 
             raise AnnotationFormatError(f"{where}.geometry.type {kind!r} is not a Point, MultiPoint or Polygon.")
         points = _coordinates(geometry.get("coordinates"), _DEPTH[kind], f"{where}.geometry.coordinates")
         label = _class_name(feature.get("properties"), where)
+        atypical = parse_subtype((feature.get("properties") or {}).get("atypical"), where)
         if kind in ("Point", "MultiPoint"):
             for x, y in points:
                 boxes.append(point_box(x, y, point_box_px))
                 image.labels.append(label)
+                image.atypical.append(atypical)
         else:
             xs, ys = zip(*points)
             boxes.append([min(xs), min(ys), max(xs), max(ys)])
             image.labels.append(label)
+            image.atypical.append(atypical)
     image.boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     return [image]
 

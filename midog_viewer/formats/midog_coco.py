@@ -20,7 +20,7 @@ from midog_viewer.classes import HARD_NEGATIVE, MIDOG_FILE_NAMES, MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import atomic
 from midog_viewer.formats.gc_points import load_json
-from midog_viewer.formats.records import ImageAnnotations, finish, midog_2021_mpp
+from midog_viewer.formats.records import ImageAnnotations, finish, midog_2021_mpp, parse_subtype
 
 BBOX_FORMATS = ("xyxy", "xywh")
 
@@ -97,6 +97,7 @@ def read(path: str | Path, bbox_format: str = "xyxy") -> list[ImageAnnotations]:
         name = names_by_id[image_id]
         boxes.setdefault(name, []).append(box)
         images[name].labels.append(classes[category])
+        images[name].atypical.append(parse_subtype(entry.get("atypical"), where))
     return finish(images, boxes)
 
 
@@ -118,11 +119,12 @@ def write(path: str | Path, images: list[ImageAnnotations], bbox_format: str = "
         if image.mpp:
             record["mpp"] = float(image.mpp)
         out_images.append(record)
-        for box, label in zip(np.asarray(image.boxes, dtype=float).tolist(), image.labels):
+        for box, label, atypical in zip(np.asarray(image.boxes, dtype=float).tolist(), image.labels, image.subtypes()):
             x1, y1, x2, y2 = (round(v, 3) for v in box)
             bbox = [x1, y1, x2 - x1, y2 - y1] if bbox_format == "xywh" else [x1, y1, x2, y2]
             out_annotations.append(
-                {"bbox": bbox, "category_id": category_ids[label], "image_id": image_id, "id": len(out_annotations) + 1}
+                {"bbox": bbox, "category_id": category_ids[label], "image_id": image_id, "id": len(out_annotations) + 1,
+                 **({} if atypical is None else {"atypical": atypical})}
             )
     document = {
         "info": {"description": description or "midog-viewer export", "bbox_format": bbox_format},

@@ -79,9 +79,29 @@ class ImageAnnotations:
     mpp: float | None = None
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float64))
     labels: list[str] = field(default_factory=list)
+    #: The subtype per box where the file gives one (1 atypical, 0 normal, None: not said); empty: none at all.
+    atypical: list[int | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subtypes(self) -> list[int | None]:
+        """One subtype (1, 0 or None) per box."""
+        return list(self.atypical) if len(self.atypical) == len(self.labels) else [None] * len(self.labels)
+
+
+_SUBTYPE_WORDS = {"1": 1, "true": 1, "yes": 1, "atypical": 1, "0": 0, "false": 0, "no": 0, "normal": 0, "": None}
+
+
+def parse_subtype(value: object, where: str) -> int | None:
+    """A file's atypical flag (bool, 0/1, "true"/"false", "atypical"/"normal", empty or null) as 1, 0 or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and value in (0, 1)):
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in _SUBTYPE_WORDS:
+        return _SUBTYPE_WORDS[value.strip().lower()]
+    raise AnnotationFormatError(f"{where}: atypical is {value!r}; use 1/0, true/false or atypical/normal.")
 
 
 def point_box(x: float, y: float, size_px: float) -> list[float]:

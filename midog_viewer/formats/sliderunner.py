@@ -9,7 +9,9 @@ agreed. Rows flagged ``deleted`` are skipped.
 
 Written databases use the exact schema of ``MIDOG.sqlite`` (tables and triggers; the triggers call
 ``pycurrent_time``, ``generate_uuid`` and ``randcolor``, which SlideRunner registers and so do we while
-writing); each annotation is a spot at its box centre, as in MIDOG.sqlite.
+writing); each annotation is a spot at its box centre, as in MIDOG.sqlite. A mitotic figure's subtype is a
+property, not a class (SlideRunner's class stays "mitotic figure", so its counts and ours agree): the
+annotation's ``description`` is ``atypical`` or ``normal``, which SlideRunner shows and we read back.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from midog_viewer.classes import HARD_NEGATIVE, MIDOG_FILE_NAMES, MITOTIC_FIGURE, canonical_class
 from midog_viewer.errors import AnnotationFormatError
 from midog_viewer.formats import atomic
-from midog_viewer.formats.records import ImageAnnotations, finish, midog_2021_mpp, point_box
+from midog_viewer.formats.records import ImageAnnotations, finish, midog_2021_mpp, parse_subtype, point_box
 
 #: Default edge of the square around a spot annotation, in pixels (MIDOG's 50 px boxes).
 POINT_BOX_PX = 50.0
@@ -139,9 +141,10 @@ def _read(db: sqlite3.Connection, path: Path, point_box_px: float, point_box_um:
                 )
         coordinates.setdefault(anno, []).append((float(x), float(y)))
     deleted_sql = "deleted" if "deleted" in _columns(db, "Annotations") else "0"
+    description_sql = "description" if "description" in _columns(db, "Annotations") else "NULL"
     boxes: dict[str, list[list[float]]] = {}
-    for uid, slide, kind, agreed, deleted in db.execute(
-        f"SELECT uid, slide, type, agreedClass, {deleted_sql} FROM Annotations ORDER BY uid"
+    for uid, slide, kind, agreed, deleted, description in db.execute(
+        f"SELECT uid, slide, type, agreedClass, {deleted_sql}, {description_sql} FROM Annotations ORDER BY uid"
     ):
         if deleted:
             continue
@@ -167,6 +170,8 @@ def _read(db: sqlite3.Connection, path: Path, point_box_px: float, point_box_um:
             raise AnnotationFormatError(f"{where} has annotation type {kind!r}, which SlideRunner does not define.")
         boxes.setdefault(image.name, []).append(box)
         image.labels.append(classes[label_id])
+        said = str(description).strip().lower() if description is not None else ""
+        image.atypical.append(parse_subtype(said, where) if said in ("atypical", "normal") else None)  # else free text
     return finish(images, boxes)
 
 
@@ -207,10 +212,10 @@ def write(path: str | Path, images: list[ImageAnnotations], person: str = "midog
             slide = db.execute(
                 "INSERT INTO Slides(filename, width, height) VALUES (?, ?, ?)", (image.name, image.width, image.height)
             ).lastrowid
-            for box, label in zip(np.asarray(image.boxes, dtype=float).tolist(), image.labels):
-                anno = db.execute(
-                    "INSERT INTO Annotations(slide, type, agreedClass) VALUES (?, ?, ?)", (slide, SPOT, class_ids[label])
-                ).lastrowid
+            for box, label, atypical in zip(np.asarray(image.boxes, dtype=float).tolist(), image.labels, image.subtypes()):
+                description = None if atypical is None else ("atypical" if atypical else "normal")
+                anno = db.execute("INSERT INTO Annotations(slide, type, agreedClass, description) VALUES (?, ?, ?, ?)",
+                                  (slide, SPOT, class_ids[label], description)).lastrowid
                 cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2  # SQLite keeps .5 centres as REAL
                 db.execute(
                     "INSERT INTO Annotations_coordinates(coordinateX, coordinateY, slide, annoId, orderIdx)"

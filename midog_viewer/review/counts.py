@@ -12,7 +12,9 @@ once, where its first object is. Counted per field, for the "mitotic figure" cla
 (figures in the imported labels), ``accepted`` (figures confirmed by review that the ground truth lacks),
 ``pending`` (figures only unreviewed detections at or above the operating threshold show) and ``rejected``
 (detections rejected, or relabelled to another class). ``mitoses`` = accepted + ground truth (plus pending
-with ``count_pending``): the count every figure below is computed from.
+with ``count_pending``): the count every figure below is computed from. ``atypical``: the mitoses whose
+figure is atypical: a reviewer's subtype decision on any of its objects (the first, in the merge order),
+else the subtype its annotation's file gave, else the classifier's call of its detection.
 
 The operating threshold is the one given, else the one the slide's latest detection run recorded
 (``operating_thr`` in its parameters), else the one in the header of that run's model file (as the dock's
@@ -71,6 +73,7 @@ class FieldCount:
     pending: int = 0
     rejected: int = 0
     mitoses: int = 0
+    atypical: int = 0
 
 
 @dataclass
@@ -114,6 +117,24 @@ class SlideCounts:
     #: The operating threshold pending detections were taken from (None: the slide has no candidates).
     score_thr: float | None = None
 
+    @property
+    def atypical_per_hpf(self) -> float:
+        """Atypical mitoses per HPF of ``hpf_mm2`` over the counted area."""
+        return self.totals["atypical"] / self.area_mm2 * self.hpf_mm2 if self.area_mm2 > 0 else 0.0
+
+    @property
+    def atypical_per_10_hpf(self) -> float:
+        return 10 * self.atypical_per_hpf
+
+    @property
+    def atypical_per_2_mm2(self) -> float:
+        return self.totals["atypical"] / self.area_mm2 * 2.0 if self.area_mm2 > 0 else 0.0
+
+    @property
+    def atypical_share(self) -> float | None:
+        """Atypical among all mitoses counted (None: no mitoses)."""
+        return self.totals["atypical"] / self.totals["mitoses"] if self.totals["mitoses"] else None
+
     def as_json(self) -> dict:
         return {
             "slide": self.slide, "mpp": self.mpp, "hpf_mm2": self.hpf_mm2, "fields": len(self.fields),
@@ -121,6 +142,8 @@ class SlideCounts:
             "per_10_hpf": self.per_10_hpf, "per_2_mm2": self.per_2_mm2,
             "hotspot": None if self.hotspot is None else asdict(self.hotspot),
             "mitotic_score": asdict(self.mitotic_score), "score_thr": self.score_thr,
+            "atypical_per_hpf": self.atypical_per_hpf, "atypical_per_10_hpf": self.atypical_per_10_hpf,
+            "atypical_per_2_mm2": self.atypical_per_2_mm2, "atypical_share": self.atypical_share,
         }
 
 
@@ -190,7 +213,31 @@ def _categories(table: ObjectTable, count_pending: bool, score_thr: float, mpp: 
     first[order[labels == np.arange(len(order))]] = True
     accepted, ground_truth, pending = accepted & first, ground_truth & first, pending & first
     mitoses = accepted | ground_truth | (pending if count_pending else False)
-    return {"accepted": accepted, "ground_truth": ground_truth, "pending": pending, "rejected": rejected, "mitoses": mitoses}
+    atypical = mitoses & _figure_atypical(table, order, labels)
+    return {"accepted": accepted, "ground_truth": ground_truth, "pending": pending, "rejected": rejected,
+            "mitoses": mitoses, "atypical": atypical}
+
+
+def _figure_atypical(table: ObjectTable, order: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row: whether the figure it heads (merge groups ``labels`` over rows ``order``) is atypical.
+
+    The subtype comes from the member with the best rank (a reviewer's decision, then an annotation's known
+    subtype, then a detection's call), the earliest in ``order`` among equals; none known: not atypical.
+    """
+    out = np.zeros(len(table), dtype=bool)
+    if not len(order):
+        return out
+    known = table.atypical[order] >= 0
+    rank = np.where(table.subtype_decided[order], 0, np.where(table.kind[order] == DETECTION, 2, 1))
+    rank = np.where(known, rank, 3)
+    n = len(order)
+    key = rank.astype(np.int64) * n + np.arange(n)
+    best = np.full(n, 4 * n, dtype=np.int64)
+    np.minimum.at(best, labels, key)
+    roots = np.flatnonzero(best < 3 * n)  # groups (ids are the root's position) with a known subtype
+    chosen = order[best[roots] % n]
+    out[order[roots]] = table.atypical[chosen] == 1
+    return out
 
 
 def _clip(rect: tuple[float, float, float, float], slide: Slide) -> tuple[float, float, float, float]:
@@ -335,7 +382,7 @@ def count_slide(
 
 
 CSV_COLUMNS = ("slide", "hpf_id", "source", "x", "y", "w_px", "h_px", "area_mm2",
-               "accepted", "ground_truth", "pending", "rejected", "mitoses")
+               "accepted", "ground_truth", "pending", "rejected", "mitoses", "atypical")
 
 
 def write_counts_csv(path: str | Path, slides: list[SlideCounts]) -> None:
@@ -346,4 +393,5 @@ def write_counts_csv(path: str | Path, slides: list[SlideCounts]) -> None:
         for counts in slides:
             for f in counts.fields:
                 writer.writerow([f.slide, f.hpf_id, f.source, round(f.x, 2), round(f.y, 2), round(f.w, 2), round(f.h, 2),
-                                 round(f.area_mm2, 6), f.accepted, f.ground_truth, f.pending, f.rejected, f.mitoses])
+                                 round(f.area_mm2, 6), f.accepted, f.ground_truth, f.pending, f.rejected, f.mitoses,
+                                 f.atypical])

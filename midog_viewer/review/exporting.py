@@ -110,12 +110,19 @@ def export_store(
     return ExportSummary(out, len(slides), total)
 
 
+def _subtypes(table: ObjectTable) -> list[int | None]:
+    """Each row's subtype as exports write it: 1 atypical, 0 normal, None (not a mitotic figure, or unknown)."""
+    return [int(a) if a >= 0 and label == MITOTIC_FIGURE else None for a, label in zip(table.atypical, table.label)]
+
+
 def _image(name: str, slide: Slide, table: ObjectTable) -> ImageAnnotations:
-    return ImageAnnotations(name, slide.width, slide.height, slide.mpp, table.boxes, list(table.label))
+    return ImageAnnotations(name, slide.width, slide.height, slide.mpp, table.boxes, list(table.label),
+                            _subtypes(table))
 
 
 def _csv_rows(name: str, table: ObjectTable) -> list[dict]:
     centres = table.centres
+    subtypes = _subtypes(table)
     return [
         {
             "slide": name, "kind": table.kind[i], "id": int(table.id[i]),
@@ -123,6 +130,8 @@ def _csv_rows(name: str, table: ObjectTable) -> list[dict]:
             "cx": centres[i, 0], "cy": centres[i, 1], "label": table.label[i],
             "score": "" if math.isnan(table.score[i]) else table.score[i],
             "status": table.status[i], "source": table.source[i], "run_id": "" if table.run_id[i] < 0 else int(table.run_id[i]),
+            "p_atypical": "" if math.isnan(table.p_atypical[i]) else table.p_atypical[i],
+            "atypical": "" if subtypes[i] is None else subtypes[i],
         }
         for i in range(len(table))
     ]
@@ -184,9 +193,11 @@ def _write_geojson(out: Path, tables: list[tuple[Slide, ObjectTable]], protect: 
         folder = atomic.make_folder(out, protect)
         targets = [atomic.check_target(folder / name, protect) for name in geojson_file_names([s for s, _ in tables])]
     for (slide, table), target in zip(tables, targets):
+        subtypes = _subtypes(table)
         properties = [
             {"name": table.status[i], "status": table.status[i], "midog_kind": table.kind[i], "midog_id": int(table.id[i]),
-             **({} if math.isnan(table.score[i]) else {"score": float(table.score[i])})}
+             **({} if math.isnan(table.score[i]) else {"score": float(table.score[i])}),
+             **({} if subtypes[i] is None else {"atypical": bool(subtypes[i])})}
             for i in range(len(table))
         ]
         geojson.write(target, table.boxes, list(table.label), properties)

@@ -125,13 +125,14 @@ def import_file(
                 new = _not_stored(store, slide, image)
                 summary.skipped += int((~new).sum())
                 boxes, labels = image.boxes[new], [label for label, keep in zip(image.labels, new) if keep]
+                subtypes = [a for a, keep in zip(image.subtypes(), new) if keep]
                 outside = np.flatnonzero(outside_image(boxes, slide.width, slide.height))
                 if outside.size and not summary.outside:
                     box = ", ".join(f"{v:g}" for v in boxes[outside[0]])
                     summary.first_outside = f"{image.name} [{box}] in {slide.width} x {slide.height} px"
                 summary.outside += int(outside.size)
                 if labels:
-                    store.add_annotations(slide_id, boxes, labels, source)
+                    store.add_annotations(slide_id, boxes, labels, source, atypical=subtypes)
                 classes.update(labels)
     summary.classes = dict(classes)
     return summary

@@ -7,6 +7,8 @@ reviewer: Alice's undo takes back Alice's latest decision that still sets its ob
 and never one of hers that a later decision overrode (undoing it would change nothing, and her redo would
 then overturn the later decision); her redo stack is cleared only by her own new decisions. A redo puts
 its decision back where it was in the log, so an undo followed by a redo leaves every state as it was.
+An object has two states a decision may set, its status and its subtype (a "subtype" row): a decision
+overrides only earlier ones on the same state, so Bob's accept does not overrule Alice's subtype.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class LogRow:
     reviewer: str
 
 
+    @property
+    def channel(self) -> tuple[str, int, bool]:
+        """The state this row sets: (kind, id, whether it is the subtype rather than the status)."""
+        return self.object_kind, self.object_id, self.verdict is Verdict.SUBTYPE
+
+
 @dataclass
 class Replay:
     """A replayed log of one slide.
@@ -51,10 +59,10 @@ class Replay:
 
     def undo_target(self, reviewer: str) -> int | None:
         """The decision ``reviewer``'s undo takes back: their latest one that still sets its object's state."""
-        latest: set[tuple[str, int]] = set()  # objects whose deciding row was already passed
+        latest: set[tuple[str, int, bool]] = set()  # states whose deciding row was already passed
         for d in reversed(self.done):
             row = self.rows[d]
-            obj = (row.object_kind, row.object_id)
+            obj = row.channel
             if obj in latest:
                 continue
             latest.add(obj)
@@ -64,20 +72,20 @@ class Replay:
 
     def overruled(self, reviewer: str) -> int:
         """How many of ``reviewer``'s decisions are in effect but overridden by a later one of someone else."""
-        deciding = {(row.object_kind, row.object_id): row.reviewer for row in map(self.rows.get, self.done)}
+        deciding = {row.channel: row.reviewer for row in map(self.rows.get, self.done)}
         mine = (self.rows[d] for d in self.done if self.rows[d].reviewer == reviewer)
-        return sum(1 for row in mine if deciding[(row.object_kind, row.object_id)] != reviewer)
+        return sum(1 for row in mine if deciding[row.channel] != reviewer)
 
     def redo_target(self, reviewer: str) -> int | None:
         """The decision ``reviewer``'s redo puts back: the last one they undid, if they decided nothing since."""
         stack = self.undone.get(reviewer)
         return stack[-1] if stack else None
 
-    def last_effective(self, kind: str, object_id: int) -> LogRow | None:
-        """The decision in effect that set an object's current state, if any."""
+    def last_effective(self, kind: str, object_id: int, subtype: bool = False) -> LogRow | None:
+        """The decision in effect that set an object's current status (``subtype``: its subtype), if any."""
         for d in reversed(self.done):
             row = self.rows[d]
-            if row.object_kind == kind and row.object_id == object_id:
+            if row.object_kind == kind and row.object_id == object_id and (row.verdict is Verdict.SUBTYPE) == subtype:
                 return row
         return None
 

@@ -57,7 +57,10 @@ class Decision:
     decided_at: str
 
 
-_COLUMNS = ("id", "kind", "x1", "y1", "x2", "y2", "score", "label", "status", "source", "run_id")
+_COLUMNS = ("id", "kind", "x1", "y1", "x2", "y2", "score", "label", "status", "source", "run_id", "p_atypical",
+            "atypical", "subtype_decided")
+#: ``ObjectTable.atypical`` of an object whose subtype nobody knows (no classifier ran, no reviewer said).
+SUBTYPE_UNKNOWN = -1
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,11 @@ class ObjectTable:
     ``id`` int64 (unique within ``kind``), ``kind`` "detection" | "annotation", ``x1 y1 x2 y2`` float64
     level-0 pixels, ``score`` float64 (NaN for annotations), ``label`` str, ``status`` :class:`Status`
     values (str), ``source`` str (annotations; "" for detections), ``run_id`` int64 (-1 for
-    annotations). ``table["x1"]`` works as well as ``table.x1``.
+    annotations), ``p_atypical`` float64 (the classifier's, NaN when none), ``atypical`` int8 subtype: the
+    reviewer's decision, else the model's call or the imported file's, 1 atypical, 0 normal,
+    :data:`SUBTYPE_UNKNOWN` when nobody said, ``subtype_decided`` bool: a reviewer's subtype decision set it
+    (the last three default to unknown / not decided when not given).
+    ``table["x1"]`` works as well as ``table.x1``.
     """
 
     id: np.ndarray
@@ -81,6 +88,22 @@ class ObjectTable:
     status: np.ndarray
     source: np.ndarray
     run_id: np.ndarray
+    p_atypical: np.ndarray | None = None
+    atypical: np.ndarray | None = None
+    subtype_decided: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.id)
+        if self.p_atypical is None:
+            object.__setattr__(self, "p_atypical", np.full(n, np.nan))
+        if self.atypical is None:
+            object.__setattr__(self, "atypical", np.full(n, SUBTYPE_UNKNOWN, dtype=np.int8))
+        if self.subtype_decided is None:
+            object.__setattr__(self, "subtype_decided", np.zeros(n, dtype=bool))
+
+    def atypical_mask(self) -> np.ndarray:
+        """Rows whose subtype is atypical."""
+        return self.atypical == 1
 
     def __len__(self) -> int:
         return len(self.id)
@@ -113,7 +136,8 @@ class ObjectTable:
 
     @classmethod
     def from_rows(cls, rows: Sequence[tuple]) -> ObjectTable:
-        """Build from rows ordered as the fields (id, kind, x1, y1, x2, y2, score, label, status, source, run_id)."""
+        """Build from rows ordered as the fields (id, kind, x1, y1, x2, y2, score, label, status, source, run_id,
+        and optionally p_atypical, atypical)."""
         if not rows:
             return cls.empty()
         cols = list(zip(*rows))
@@ -129,6 +153,11 @@ class ObjectTable:
             status=np.asarray(cols[8], dtype=object),
             source=np.asarray(cols[9], dtype=object),
             run_id=np.asarray(cols[10], dtype=np.int64),
+            p_atypical=np.asarray([np.nan if p is None else p for p in cols[11]], dtype=np.float64)
+            if len(cols) > 11 else None,
+            atypical=np.asarray([SUBTYPE_UNKNOWN if a is None else a for a in cols[12]], dtype=np.int8)
+            if len(cols) > 12 else None,
+            subtype_decided=np.asarray(cols[13], dtype=bool) if len(cols) > 13 else None,
         )
 
     @classmethod
@@ -136,7 +165,8 @@ class ObjectTable:
         floats = np.zeros(0, dtype=np.float64)
         objects = np.zeros(0, dtype=object)
         ints = np.zeros(0, dtype=np.int64)
-        return cls(ints, objects, floats, floats, floats, floats, floats, objects, objects, objects, ints)
+        return cls(ints, objects, floats, floats, floats, floats, floats, objects, objects, objects, ints, floats,
+                   np.zeros(0, dtype=np.int8), np.zeros(0, dtype=bool))
 
     @staticmethod
     def concatenate(tables: Iterable[ObjectTable]) -> ObjectTable:

@@ -22,6 +22,7 @@ from midog_viewer.review.counts import DEFAULT_HPF_MM2, SlideCounts, count_slide
 from midog_viewer.review.evaluation_view import evaluation_table
 from midog_viewer.review.events import ObjectsChanged, SessionEvents
 from midog_viewer.review.status import Status, Verdict
+from midog_viewer.review.records import SUBTYPE_UNKNOWN
 from midog_viewer.review.store import HPFRegion, ObjectTable, ReviewStore
 
 DETECTION = "detection"
@@ -189,12 +190,13 @@ class ReviewSession:
 
     # -- detection ------------------------------------------------------------------------------
 
-    def start_run(self, model: str, params: dict) -> int:
-        """Record a detection run on this slide; its batches go to :meth:`add_detections`."""
-        return self.store.add_detection_run(self.slide_id, model, params)
+    def start_run(self, model: str, params: dict, atypical_threshold: float | None = None) -> int:
+        """Record a detection run on this slide (with the atypical classifier's threshold, if one scores it)."""
+        return self.store.add_detection_run(self.slide_id, model, params, atypical_threshold)
 
-    def add_detections(self, run_id: int, boxes: np.ndarray, scores: np.ndarray, labels: list[str]) -> np.ndarray:
-        """Store one batch of detections (committed) and return the rows' keys.
+    def add_detections(self, run_id: int, boxes: np.ndarray, scores: np.ndarray, labels: list[str],
+                       p_atypical: np.ndarray | None = None) -> np.ndarray:
+        """Store one batch of detections (with p_atypical, NaN where none) committed; return the rows' keys.
 
         A box overlapping a detection already on the slide by IoU ≥ 0.5 is dropped: the same mitosis seen
         again across a batch or view border (or a region analysed twice) is kept once, with its decisions.
@@ -204,10 +206,18 @@ class ReviewSession:
         fresh = ~self._seen_before(boxes)
         boxes, scores = boxes[fresh], scores[fresh]
         labels = [label for label, keep in zip(labels, fresh) if keep]
+        if p_atypical is not None:
+            p_atypical = np.asarray(p_atypical, dtype=np.float64).reshape(-1)[fresh]
         if len(boxes) == 0:
             return np.zeros(0, dtype=np.int64)
-        ids = self.store.add_detections(run_id, boxes, scores, labels)
+        ids = self.store.add_detections(run_id, boxes, scores, labels, p_atypical)
         n = len(ids)
+        p = np.full(n, np.nan) if p_atypical is None else p_atypical
+        threshold = self._atypical_threshold(run_id)
+        called = np.full(n, SUBTYPE_UNKNOWN, dtype=np.int8)
+        if threshold is not None:
+            known = ~np.isnan(p)
+            called[known] = p[known] >= threshold
         rows = ObjectTable(
             id=np.asarray(ids, dtype=np.int64),
             kind=np.full(n, DETECTION, dtype=object),
@@ -217,8 +227,14 @@ class ReviewSession:
             status=np.full(n, Status.PENDING.value, dtype=object),
             source=np.full(n, "", dtype=object),
             run_id=np.full(n, run_id, dtype=np.int64),
+            p_atypical=p, atypical=called,
         )
         return self._append(rows)
+
+    def _atypical_threshold(self, run_id: int) -> float | None:
+        """The atypical classifier's threshold a run recorded (None: no classifier scored it)."""
+        runs = {run["id"]: run for run in self.store.detection_runs(self.slide_id)}
+        return runs[run_id]["atypical_threshold"] if run_id in runs else None
 
     def _seen_before(self, boxes: np.ndarray, iou_threshold: float = DUPLICATE_IOU) -> np.ndarray:
         """Which boxes overlap a stored detection of this slide by ``iou_threshold`` or more.
@@ -272,6 +288,21 @@ class ReviewSession:
         self.events.objects_changed.emit(ObjectsChanged(keys=(int(key),)))
         return [int(key)]
 
+    def toggle_atypical(self, key: int) -> list[int]:
+        """Flip a mitotic figure's subtype, normal ↔ atypical (a logged "subtype" decision, undoable); the keys changed.
+
+        The subtype flipped is the one shown: the reviewer's, else the model's call (unknown counts as normal).
+        Refused, with the reason, for an object that is not a mitotic figure or no longer exists.
+        """
+        row = self.row_of(key)
+        t = self.table
+        if t.label[row] != MITOTIC_FIGURE or t.status[row] in (Status.REJECTED.value, Status.DELETED.value):
+            raise ReviewStoreError(f"only a mitotic figure has a subtype; this box is {t.status[row]} {t.label[row]}.")
+        self.store.decide_subtype(str(t.kind[row]), int(t.id[row]), t.atypical[row] != 1, reviewer=self.reviewer)
+        self._refresh(row)
+        self.events.objects_changed.emit(ObjectsChanged(keys=(int(key),)))
+        return [int(key)]
+
     def add_mitosis(self, x: float, y: float, size: float = ADDED_BOX_PX) -> int:
         """Add a missed mitosis centred on level-0 ``(x, y)`` (an "add" decision); return its key."""
         half = size / 2
@@ -318,6 +349,8 @@ class ReviewSession:
             raise ReviewStoreError(f"object {t.kind[row]} {t.id[row]} vanished from {self.store.path.name}.")
         t.status[row] = found.status[match[0]]
         t.label[row] = found.label[match[0]]
+        t.atypical[row] = found.atypical[match[0]]
+        t.subtype_decided[row] = found.subtype_decided[match[0]]
 
     # -- counted fields (HPFs) ---------------------------------------------------------------------
 

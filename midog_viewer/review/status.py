@@ -52,7 +52,8 @@ class Verdict(str, Enum):
     """What one row of the decision log says.
 
     ``ACCEPT``, ``REJECT`` and ``RELABEL`` are a reviewer's verdicts on a detection; ``ADD`` and
-    ``DELETE`` create and remove annotations; ``UNDO`` and ``REDO`` point at an earlier row.
+    ``DELETE`` create and remove annotations; ``UNDO`` and ``REDO`` point at an earlier row; ``SUBTYPE``
+    sets only a figure's subtype (label "atypical" or "normal"), never its status.
     """
 
     ACCEPT = "accept"
@@ -62,6 +63,7 @@ class Verdict(str, Enum):
     DELETE = "delete"
     UNDO = "undo"
     REDO = "redo"
+    SUBTYPE = "subtype"
 
 
 YELLOW = "yellow"

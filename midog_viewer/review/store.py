@@ -37,6 +37,7 @@ import numpy as np
 
 from midog_viewer.classes import canonical_class
 from midog_viewer.errors import ReviewStoreError
+from midog_viewer.review import atypical as subtype
 from midog_viewer.review.connection import Transaction, checkpoint, open_read_only, open_read_write, translated
 from midog_viewer.review.log import LOG_SQL, Replay, replay, status_after
 from midog_viewer.review.records import (
@@ -62,7 +63,7 @@ HAND = "hand"
 GROUND_TRUTH_SOURCE = "ground truth"
 
 
-class ReviewStore:
+class ReviewStore(subtype.SubtypeDecisions):
     """The review database of one project (schema: :mod:`midog_viewer.review.schema`).
 
     Use as a context manager or call :meth:`close`. One instance may be shared by threads (calls are
@@ -224,8 +225,8 @@ class ReviewStore:
 
     # -- detections -----------------------------------------------------------------------------
 
-    def add_detection_run(self, slide_id: int, model: str, params: dict) -> int:
-        """Record one run of a detector on a slide; ``params`` must be JSON-serialisable."""
+    def add_detection_run(self, slide_id: int, model: str, params: dict, atypical_threshold: float | None = None) -> int:
+        """Record one run of a detector on a slide (and the atypical classifier's threshold, if one ran)."""
         self.slide(slide_id)
         try:
             params_json = json.dumps(params, sort_keys=True)
@@ -233,25 +234,24 @@ class ReviewStore:
             raise ReviewStoreError(f"detection run parameters are not JSON-serialisable: {exc}.") from exc
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO detection_runs(slide_id, model, params, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
-                (slide_id, str(model), params_json, now_utc(), self.reviewer),
+                "INSERT INTO detection_runs(slide_id, model, params, created_at, created_by, atypical_threshold)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (slide_id, str(model), params_json, now_utc(), self.reviewer,
+                                              None if atypical_threshold is None else float(atypical_threshold)),
             )
             return int(cursor.lastrowid)
 
     def detection_runs(self, slide_id: int) -> list[dict]:
-        """The runs on a slide, oldest first: id, model, params (dict), created_at, created_by."""
-        rows = self._query(
-            "SELECT id, model, params, created_at, created_by FROM detection_runs WHERE slide_id = ? ORDER BY id",
-            (slide_id,),
-        )
-        return [
-            {"id": r[0], "model": r[1], "params": json.loads(r[2]), "created_at": r[3], "created_by": r[4]}
-            for r in rows
-        ]
+        """The runs on a slide, oldest first: id, model, params (dict), created_at, created_by, atypical_threshold."""
+        rows = self._query("SELECT id, model, params, created_at, created_by, atypical_threshold FROM detection_runs"
+                           " WHERE slide_id = ? ORDER BY id", (slide_id,))
+        return [{"id": r[0], "model": r[1], "params": json.loads(r[2]), "created_at": r[3], "created_by": r[4],
+                 "atypical_threshold": r[5]} for r in rows]
 
-    def add_detections(self, run_id: int, boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-        """Store a run's detections (level-0 xyxy boxes) in one transaction; return their ids (int64)."""
+    def add_detections(self, run_id: int, boxes: np.ndarray, scores: np.ndarray, labels: Sequence[str],
+                       p_atypical: Any = None) -> np.ndarray:
+        """Store a run's detections (level-0 xyxy boxes, p_atypical or NaN) in one transaction; return their ids."""
         array = check_boxes(boxes, "detection boxes")
+        p_list = subtype.probabilities(p_atypical, len(array))
         score_array = np.asarray(scores, dtype=np.float64).reshape(-1)
         label_list = [canonical_class(label) for label in labels]
         if not (len(array) == len(score_array) == len(label_list)):
@@ -271,11 +271,11 @@ class ReviewStore:
             id_list = ids.tolist()
             coords = array.tolist()
             db.executemany(
-                "INSERT INTO detections(id, run_id, slide_id, x1, y1, x2, y2, score, label)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO detections(id, run_id, slide_id, x1, y1, x2, y2, score, label, p_atypical)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (i, run_id, slide_id, b[0], b[1], b[2], b[3], s, lab)
-                    for i, b, s, lab in zip(id_list, coords, score_array.tolist(), label_list)
+                    (i, run_id, slide_id, b[0], b[1], b[2], b[3], s, lab, p)
+                    for i, b, s, lab, p in zip(id_list, coords, score_array.tolist(), label_list, p_list)
                 ),
             )
             db.executemany(
@@ -298,30 +298,34 @@ class ReviewStore:
                 self._log(db, slide_id, ANNOTATION, annotation_id, Verdict.ADD, canonical_class(label), None, reviewer)
             return annotation_id
 
-    def add_annotations(self, slide_id: int, boxes: np.ndarray, labels: Sequence[str], source: str) -> np.ndarray:
-        """Add many imported (not hand-drawn) annotations in one transaction; return their ids."""
+    def add_annotations(self, slide_id: int, boxes: np.ndarray, labels: Sequence[str], source: str,
+                        atypical: Any = None) -> np.ndarray:
+        """Add many imported (not hand-drawn) annotations (with their subtypes, if the file gave) in one go; their ids."""
         if source == HAND:
             raise ReviewStoreError("annotations added by hand are added one at a time with add_annotation.")
         self.slide(slide_id)
         with self._transaction() as db:
-            return self._insert_annotations(db, slide_id, check_boxes(boxes, "annotation boxes"), labels, source)
+            return self._insert_annotations(db, slide_id, check_boxes(boxes, "annotation boxes"), labels, source,
+                                            atypical)
 
     def _insert_annotations(
-        self, db: sqlite3.Connection, slide_id: int, boxes: np.ndarray, labels: Sequence[str], source: str
+        self, db: sqlite3.Connection, slide_id: int, boxes: np.ndarray, labels: Sequence[str], source: str,
+        atypical: Any = None,
     ) -> np.ndarray:
         if len(boxes) != len(labels):
             raise ReviewStoreError(f"{len(boxes)} annotation boxes but {len(labels)} labels.")
+        flags = subtype.subtype_flags(atypical, len(boxes), "annotations")
         first = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM annotations").fetchone()[0])
         ids = np.arange(first, first + len(boxes), dtype=np.int64)
         id_list = ids.tolist()
         coords = boxes.tolist()
         now = now_utc()
         db.executemany(
-            "INSERT INTO annotations(id, slide_id, x1, y1, x2, y2, label, source, created_at, created_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO annotations(id, slide_id, x1, y1, x2, y2, label, source, created_at, created_by, atypical)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                (i, slide_id, b[0], b[1], b[2], b[3], canonical_class(lab), str(source), now, self.reviewer)
-                for i, b, lab in zip(id_list, coords, labels)
+                (i, slide_id, b[0], b[1], b[2], b[3], canonical_class(lab), str(source), now, self.reviewer, a)
+                for i, b, lab, a in zip(id_list, coords, labels, flags)
             ),
         )
         db.executemany(
@@ -393,7 +397,7 @@ class ReviewStore:
             (slide_id, kind, object_id, verdict.value, label, target_id, reviewer or self.reviewer, now_utc()),
         )
         decision_id = int(cursor.lastrowid)
-        if verdict not in (Verdict.UNDO, Verdict.REDO):
+        if verdict not in (Verdict.UNDO, Verdict.REDO, Verdict.SUBTYPE):
             self._write_state(db, kind, object_id, slide_id, status_after(kind, verdict, label), label, decision_id)
         return decision_id
 
@@ -447,7 +451,8 @@ class ReviewStore:
                             reviewer, decided_at)
 
     def _refresh_state(self, db: sqlite3.Connection, log: Replay, slide_id: int, kind: str, object_id: int) -> None:
-        """Set one object's cached state from the effective decisions of a replayed log."""
+        """Set one object's cached state (status and subtype) from the effective decisions of a replayed log."""
+        self._refresh_subtype(db, log, slide_id, kind, object_id)
         last = log.last_effective(kind, object_id)
         if last is not None:
             self._write_state(
@@ -475,6 +480,7 @@ class ReviewStore:
         """Recompute every object's cached state from the decision log alone."""
         with self._transaction() as db:
             db.execute("DELETE FROM object_state")
+            db.execute("DELETE FROM subtype_state")
             for (slide_id,) in db.execute("SELECT DISTINCT slide_id FROM decisions").fetchall():
                 log = replay(db.execute(LOG_SQL, (slide_id,)).fetchall())
                 touched = {(log.rows[d].object_kind, log.rows[d].object_id) for d in log.rows}
@@ -550,14 +556,16 @@ class ReviewStore:
             annotation_where.append("COALESCE(s.status, '') != 'deleted'")
         detection_sql = (
             "SELECT d.id, 'detection', d.x1, d.y1, d.x2, d.y2, d.score, COALESCE(s.label, d.label),"
-            f" COALESCE(s.status, 'pending'), '', d.run_id FROM {detection_from} LEFT JOIN object_state s"
-            " ON s.object_kind = 'detection' AND s.object_id = d.id WHERE " + " AND ".join(detection_where)
+            f" COALESCE(s.status, 'pending'), '', d.run_id{subtype.DETECTION_COLUMNS} FROM {detection_from} LEFT JOIN"
+            f" object_state s ON s.object_kind = 'detection' AND s.object_id = d.id{subtype.DETECTION_JOIN}"
+            " WHERE " + " AND ".join(detection_where)
             + " ORDER BY d.id"
         )
         annotation_sql = (
             "SELECT a.id, 'annotation', a.x1, a.y1, a.x2, a.y2, NULL, COALESCE(s.label, a.label),"
-            f" COALESCE(s.status, 'ground truth'), a.source, -1 FROM {annotation_from} LEFT JOIN object_state s"
-            " ON s.object_kind = 'annotation' AND s.object_id = a.id WHERE " + " AND ".join(annotation_where)
+            f" COALESCE(s.status, 'ground truth'), a.source, -1{subtype.ANNOTATION_COLUMNS} FROM {annotation_from}"
+            f" LEFT JOIN object_state s ON s.object_kind = 'annotation' AND s.object_id = a.id{subtype.ANNOTATION_JOIN}"
+            " WHERE " + " AND ".join(annotation_where)
             + " ORDER BY a.id"
         )
         with self._lock, translated(self.path):

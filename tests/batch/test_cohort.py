@@ -68,6 +68,9 @@ def test_a_cohort_lands_in_the_store_with_a_report_and_a_second_run_detects_noth
         (run,) = store.detection_runs(glass.id)
         assert run["params"]["tissue_fraction"] == rows["glass.tiff"].tissue_fraction
         assert run["params"]["source"] == "batch" and glass.width == 1100 and glass.mpp == pytest.approx(0.25)
+        from midog_viewer.atypical import shared_classifier
+
+        assert run["atypical_threshold"] == shared_classifier().config.threshold
     # the same detections as one process finds on the same tissue tiles
     detector = Detector(device="cpu")
     with open_slide(cohort / "glass.tiff") as slide:

@@ -108,3 +108,48 @@ def test_report_is_replaced_atomically_and_leaves_nothing_behind(tmp_path, monke
         write_report(report, [SlideRow("c.svs", "done")])
     assert report.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["report.csv"]
+
+
+def test_ledger_stores_p_atypical_and_the_runs_threshold(tmp_path):
+    with ReviewStore(tmp_path / "r.db") as store:
+        ledger = Ledger(store)
+        slide_id = store.add_slide(tmp_path / "s.tiff", 0.25, 1000, 800)
+        run = ledger.start(slide_id, "k", "demo", {}, _plan(), atypical_threshold=0.4)
+        boxes = np.array([[10, 10, 60, 60], [100, 100, 150, 150]])
+        ledger.commit_tiles(run, [0], boxes, np.array([0.95, 0.9]), ["mitotic figure"] * 2, np.array([0.5, 0.3]))
+        table = store.objects(slide_id)
+        assert table.p_atypical.tolist() == [0.5, 0.3] and table.atypical.tolist() == [1, 0]
+
+
+def test_detect_task_gives_each_mitotic_figure_p_atypical_from_the_shipped_classifier(monkeypatch):
+    from midog_viewer.atypical import atypical_scores, shared_classifier
+    from midog_viewer.batch import worker
+    from midog_viewer.detect.detections import Detections
+    from midog_viewer.synthetic import make_hpf
+
+    image = make_hpf(seed=1, width=256, height=256).image
+
+    class _Slide:
+        mpp = 0.25
+
+        def read_region(self, x, y, w, h):
+            out = np.zeros((h, w, 3), np.uint8)
+            x0, y0 = max(x, 0), max(y, 0)
+            part = image[y0:y + h, x0:x + w]
+            out[y0 - y:y0 - y + part.shape[0], x0 - x:x0 - x + part.shape[1]] = part
+            return out
+
+    found = Detections(np.array([[100, 100, 150, 150], [10, 10, 60, 60]], np.float32), np.array([0.9, 0.8], np.float32),
+                       np.array([0, 1]))
+
+    class _Plugin:
+        detector = type("D", (), {"detect_tiles": staticmethod(lambda *a: found)})()
+        classifier = shared_classifier()
+
+        def slide(self, path):
+            return _Slide()
+
+    monkeypatch.setattr(worker, "_plugin", lambda name: _Plugin())
+    boxes, scores, labels, p = worker.detect_task("x", "s.tiff", [[0, 0, 256, 256]], [[0, 0, 256, 256]], None, 1.0)
+    assert labels[0] == "mitotic figure" and 0 <= p[0] <= 1 and np.isnan(p[1])  # the other class: none
+    assert p[0] == atypical_scores(_Slide(), found, shared_classifier())[0]  # as `detect` computes it

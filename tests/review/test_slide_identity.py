@@ -154,7 +154,7 @@ def test_an_older_store_is_migrated_and_its_slides_get_fingerprints_when_opened(
     raw.commit()
     raw.close()
     with ReviewStore(db_path, reviewer="alice") as store:
-        assert store._db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store._db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert store.link_slide(path).how == SAME and store.slide(1).path == str(path.resolve())
         stored = store._db.execute("SELECT fingerprint FROM slides WHERE id = 1").fetchone()[0]
         assert stored == file_fingerprint(path)
