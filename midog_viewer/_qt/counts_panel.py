@@ -30,7 +30,8 @@ EXPORTS: tuple[tuple[str, str, str], ...] = (
     ("MIDOG points (mm)", "midog-json", "JSON (*.json)"),
 )
 _ROWS = ("view", "hpf", "image")
-_ROW_TITLES = {"view": "Visible region", "hpf": "Current HPF (cyan outline)", "image": "Whole image"}
+#: Row titles; two lines where one would widen the dock (the slide keeps most of the window).
+_ROW_TITLES = {"view": "Visible region", "hpf": "Current HPF<br>(cyan outline)", "image": "Whole image"}
 _COLUMNS = ("accepted", "pending", "rejected", "ground_truth", "atypical")
 
 
@@ -49,7 +50,7 @@ class CountsPanel(QGroupBox):
         super().__init__("Counts (mitotic figures)", parent)
         layout = QVBoxLayout(self)
         table = QGridLayout()
-        for column, name in enumerate(("", "accepted", "pending", "rejected", "ground truth", "atypical"), start=0):
+        for column, name in enumerate(("", "accepted", "pending", "rejected", "ground<br>truth", "atypical"), start=0):
             table.addWidget(QLabel(f"<b>{name}</b>"), 0, column)
         self.cells: dict[tuple[str, str], QLabel] = {}
         for row, key in enumerate(_ROWS, start=1):

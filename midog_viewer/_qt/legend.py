@@ -128,6 +128,7 @@ class Legend(QGroupBox):
         icon.setPixmap(_icon(LOOK["accepted"], double=True))
         #: The atypical entry (not a look of its own: a frame added to any look of a mitotic figure).
         self.atypical = QLabel(ATYPICAL_MEANING)
+        self.atypical.setWordWrap(True)
         row = (len(LOOKS) + 1) // 2
         grid.addWidget(icon, row, 0)
         grid.addWidget(self.atypical, row, 1, 1, 3)

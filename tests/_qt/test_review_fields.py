@@ -249,7 +249,7 @@ def test_the_current_hpf_and_the_hotspot_are_outlined_and_follow_changes(
     colours = [tuple(np.round(c, 2)) for c in outlines.edge_color]
     assert colours == [(0.0, 1.0, 1.0, 1.0), (1.0, 0.65, 0.0, 1.0)] and (CURRENT_HPF_COLOUR, HOTSPOT_COLOUR) == ("cyan", "orange")
     assert viewer.layers.selection.active is widget.overlay.predictions.layer  # the review keys stay on the boxes
-    assert "Current HPF (cyan outline)" in [label.text() for label in widget.counts_panel.findChildren(QLabel)]
+    assert "Current HPF<br>(cyan outline)" in [label.text() for label in widget.counts_panel.findChildren(QLabel)]
     assert "hotspot (orange outline)" in widget.counts_panel.score.text()
 
     before = _rectangle(outlines.data[0])
