@@ -35,7 +35,7 @@ class ShippedModel:
 REAL_MODEL = ShippedModel(
     "real-tiny",
     "real-tiny.safetensors",
-    "real H&E: AMi-Br, AtNorM-MD, MITOS-ATYPIA-14 and TUPAC16 crops (research use)",
+    "real H&E: AMi-Br, AtNorM-MD, MITOS-ATYPIA-14 and TUPAC16 crops, CMU-1 skin as background (research use)",
     synthetic=False,
 )
 DEMO_MODEL = ShippedModel("demo-tiny", "demo-tiny.safetensors", "synthetic H&E-like fields only", synthetic=True)
