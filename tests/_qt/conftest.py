@@ -78,6 +78,18 @@ def review_store(tmp_path):
         yield store
 
 
+@pytest.fixture()
+def review(make_napari_viewer, small_hpf, stand_in, review_store, qtbot):
+    """A review dock on a fresh viewer with the small HPF open, detecting through the stand-in detector."""
+    from midog_viewer._qt.review_widget import ReviewWidget
+
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
+    qtbot.addWidget(widget)
+    add_slide_layer(viewer, *small_hpf)
+    return viewer, widget
+
+
 def add_slide_layer(viewer, path, hpf=None):
     """Open a file as the slide layer the review widget looks for (a Slide in the metadata, scale in µm)."""
     from midog_viewer.io import open_slide

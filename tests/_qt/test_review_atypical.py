@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import add_slide_layer
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 
-from midog_viewer._qt.review_widget import ReviewWidget
-
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture()
-def review(make_napari_viewer, small_hpf, stand_in, review_store, qtbot):
-    viewer = make_napari_viewer()
-    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
-    qtbot.addWidget(widget)
-    add_slide_layer(viewer, *small_hpf)
-    return viewer, widget
 
 
 def test_the_docks_detection_gives_every_mitotic_figure_p_atypical_and_the_models_call(review):

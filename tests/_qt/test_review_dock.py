@@ -5,20 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import add_slide_layer
-
-from midog_viewer._qt.review_widget import ReviewWidget
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture()
-def review(make_napari_viewer, small_hpf, stand_in, review_store, qtbot):
-    viewer = make_napari_viewer()
-    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
-    qtbot.addWidget(widget)
-    add_slide_layer(viewer, *small_hpf)
-    return viewer, widget
 
 
 def test_detect_and_wait_runs_in_the_worker_thread_and_returns_when_it_is_done(review):

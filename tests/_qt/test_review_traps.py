@@ -16,15 +16,6 @@ from midog_viewer._qt.review_widget import ReviewWidget
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture()
-def review(make_napari_viewer, small_hpf, stand_in, review_store, qtbot):
-    viewer = make_napari_viewer()
-    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
-    qtbot.addWidget(widget)
-    add_slide_layer(viewer, *small_hpf)
-    return viewer, widget
-
-
 def _press(viewer, key, modifier=Qt.NoModifier):
     QTest.keyClick(viewer.window._qt_viewer.canvas.native, key, modifier)
 

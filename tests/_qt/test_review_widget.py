@@ -18,16 +18,6 @@ pytestmark = pytest.mark.gui
 YELLOW, WHITE, RED = (1.0, 1.0, 0.0, 1.0), (1.0, 1.0, 1.0, 1.0), (1.0, 0.0, 0.0, 1.0)
 
 
-@pytest.fixture()
-def review(make_napari_viewer, small_hpf, stand_in, review_store, qtbot):
-    viewer = make_napari_viewer()
-    widget = ReviewWidget(viewer, detector=stand_in, store=review_store)
-    qtbot.addWidget(widget)
-    path, hpf = small_hpf
-    add_slide_layer(viewer, path, hpf)
-    return viewer, widget
-
-
 def _press(viewer, key, modifier=Qt.NoModifier):
     QTest.keyClick(viewer.window._qt_viewer.canvas.native, key, modifier)
 
