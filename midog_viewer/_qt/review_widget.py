@@ -56,6 +56,28 @@ def _forward(part: str, method: Callable) -> Callable:
     return forwarded
 
 
+def keep_keys_on_the_canvas(dock: QWidget) -> None:
+    """No dock control takes keyboard focus: Space, A, R, H… always reach the canvas, whatever was clicked
+    (a focused button would be pressed again by every Space)."""
+    for control in dock.findChildren(QAbstractButton) + dock.findChildren(QAbstractSlider) + dock.findChildren(QComboBox):
+        control.setFocusPolicy(Qt.NoFocus)
+
+
+#: The review keys (napari key names) and what each does on the dock.
+REVIEW_KEYS: dict[str, Callable[[ReviewWidget], None]] = {
+    "a": lambda dock: dock.decide("accept"),
+    "r": lambda dock: dock.decide("reject"),
+    "h": lambda dock: dock.decide("hard negative"),
+    "t": lambda dock: dock.toggle_atypical(),
+    "n": lambda dock: dock.step(forward=True),
+    "Space": lambda dock: dock.step(forward=True),
+    "p": lambda dock: dock.step(forward=False),
+    "Control-Z": lambda dock: dock.undo(),
+    "Control-Shift-Z": lambda dock: dock.redo(),
+    "Escape": lambda dock: dock.cancel_detection(),
+}
+
+
 class ReviewWidget(QWidget):
     """Dock widget of the review workflow (contributed to napari as "Mitosis review").
 
@@ -72,7 +94,7 @@ class ReviewWidget(QWidget):
         self.slide_layer: Image | None = None
         self.selected: int | None = None
         self._build_ui(detector)
-        self._keep_keys_on_the_canvas()
+        keep_keys_on_the_canvas(self)
         self.setAcceptDrops(True)
         self.counts = CountsController(self.counts_panel, lambda: self.store, self.visible_region, self.current_hpf,
                                        lambda: self.score_threshold, self)
@@ -129,28 +151,10 @@ class ReviewWidget(QWidget):
         self.cohort_panel.refresh_requested.connect(self.list_slides)
         self.cohort_panel.open_requested.connect(self.open_slide_at_hotspot)
 
-    def _keep_keys_on_the_canvas(self) -> None:
-        """No dock control takes keyboard focus: Space, A, R, H… always reach the canvas, whatever was clicked
-        (a focused button would be pressed again by every Space)."""
-        for control in self.findChildren(QAbstractButton) + self.findChildren(QAbstractSlider) + self.findChildren(QComboBox):
-            control.setFocusPolicy(Qt.NoFocus)
-
     def _bind_keys(self, target) -> None:
         """Review keys on the viewer and on our layers (a layer's own keys would win when it is active)."""
-        bindings = {
-            "a": lambda *_: self.decide("accept"),
-            "r": lambda *_: self.decide("reject"),
-            "h": lambda *_: self.decide("hard negative"),
-            "t": lambda *_: self.toggle_atypical(),
-            "n": lambda *_: self.step(forward=True),
-            "Space": lambda *_: self.step(forward=True),
-            "p": lambda *_: self.step(forward=False),
-            "Control-Z": lambda *_: self.undo(),
-            "Control-Shift-Z": lambda *_: self.redo(),
-            "Escape": lambda *_: self.cancel_detection(),
-        }
-        for key, action in bindings.items():
-            target.bind_key(key, action, overwrite=True)
+        for key, action in REVIEW_KEYS.items():
+            target.bind_key(key, lambda *_, act=action: act(self), overwrite=True)
 
     def _say(self, text: str) -> None:
         """Why a key or button could not act, in the status line."""
@@ -213,6 +217,19 @@ class ReviewWidget(QWidget):
         if event.value is self.slide_layer:
             self._unbind()
             self._say("The image was closed. " + NO_SLIDE)
+        elif self.view is not None and self.view.shows_stored(event.value):
+            QTimer.singleShot(0, lambda name=event.value.name: self._put_layers_back(name))
+
+    def _put_layers_back(self, name: str) -> None:
+        """A layer of ours deleted in napari's layer list: draw the slide's layers again from the store (what
+        they show still counts; only a decision changes that), and say so."""
+        if self.view is None or self.slide_layer not in self.viewer.layers:
+            return
+        self.view.remove()
+        self.view = self._new_view(self.slide_layer)
+        self.rebuild_overlay()
+        self._say(f"The layer '{name}' shows the review store, so it was put back: reject a box (R) or undo to "
+                  "change what counts.")
 
     def _unbind(self) -> None:
         """Forget the slide: its run stops, its layers go, the panels show nothing of it."""
@@ -235,8 +252,7 @@ class ReviewWidget(QWidget):
         self.session = ReviewSession(self.store, slide.path, width=slide.width, height=slide.height, mpp=slide.mpp,
                                      ground_truth=layer.metadata.get("ground_truth"))
         self.slide_layer = layer
-        self.view = SlideView(self.viewer, layer, self.session, lambda: self.score_threshold,
-                              lambda: self.colour_mode.currentIndex() == 1, self._bind_keys, self._say)
+        self.view = self._new_view(layer)
         self.session.events.objects_changed.connect(lambda _change: self._show_progress())
         self.counts.follow(self.session)
         self.rebuild_overlay()
@@ -245,6 +261,10 @@ class ReviewWidget(QWidget):
         link = self.session.link.message()  # a moved slide found its review; a changed one starts a new one
         self._say(f"Reviewing {Path(slide.path).name} ({len(self.session.table)} objects restored)."
                   + (f" {link[:1].upper()}{link[1:]}." if link else ""))
+
+    def _new_view(self, layer: Image) -> SlideView:
+        return SlideView(self.viewer, layer, self.session, lambda: self.score_threshold,
+                         lambda: self.colour_mode.currentIndex() == 1, self._bind_keys, self._say)
 
     @property
     def slide(self):

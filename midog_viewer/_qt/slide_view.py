@@ -36,6 +36,7 @@ class SlideView:
         self.painter = OverlayPainter(self.overlay, session, threshold, evaluating,
                                       lambda box_layer: bind_keys(box_layer.layer), say)
         self.hpf_layers = HpfLayers(viewer, session, placement, self.keep_boxes_active)
+        self.removed = False
 
     def keep_boxes_active(self) -> None:
         """Make the detections layer the active one again (a new Shapes layer would take the review keys)."""
@@ -62,8 +63,19 @@ class SlideView:
         if camera.zoom < field_zoom:
             camera.zoom = field_zoom
 
+    def shows_stored(self, layer) -> bool:
+        """Whether ``layer`` draws what the store holds (boxes, the selection frame, atypical frames, marked
+        HPFs): deleting it in napari's layer list would hide objects that still count. False once
+        :meth:`remove` began (its own removals)."""
+        if self.removed:
+            return False
+        overlay = self.overlay
+        drawn = [box_layer.layer for box_layer in overlay.box_layers()] + [overlay.selection, overlay.atypical]
+        return any(layer is mine for mine in drawn + [self.hpf_layers.fields] if mine is not None)
+
     def remove(self) -> None:
         """Take the slide's layers out of the viewer and stop following its session."""
+        self.removed = True
         self.painter.detach()
         self.overlay.remove()
         self.hpf_layers.remove()

@@ -89,6 +89,31 @@ def test_napari_select_and_delete_on_a_box_is_taken_back_and_says_why(review, qt
     assert widget.selected is not None
 
 
+def test_deleting_a_whole_box_layer_in_the_layer_list_puts_it_back_and_says_why(review, qtbot):
+    """The layer list's trash button on the detections (or marked HPFs) hides objects that still count: the
+    layers come back from the store, and the status line says so."""
+    viewer, widget = review
+    widget.detect_whole(wait=True)
+    widget.mark_current_hpf()
+    drawn = len(widget.overlay.predictions)
+    counted = widget.session.pending_mask(widget.score_threshold).sum()
+    name = widget.overlay.predictions.layer.name
+    viewer.layers.remove(widget.overlay.predictions.layer)  # what the trash button does
+    qtbot.waitUntil(lambda: name in [layer.name for layer in viewer.layers], timeout=5_000)
+    assert len(widget.overlay.predictions) == drawn and "was put back" in widget.status.text()
+    assert widget.session.pending_mask(widget.score_threshold).sum() == counted  # the store never changed
+    fields = widget.hpf_layers.fields
+    viewer.layers.remove(fields)
+    qtbot.waitUntil(lambda: widget.hpf_layers.fields is not fields and widget.hpf_layers.fields in viewer.layers,
+                    timeout=5_000)
+    assert len(widget.hpf_layers.fields.data) == len(widget.session.hpf_regions()) == 1
+    _press(viewer, Qt.Key_Space)  # the new layers have the review keys
+    assert widget.selected is not None
+    viewer.layers.remove(widget.slide_layer)  # closing the image itself still closes the review
+    qtbot.wait(50)
+    assert widget.view is None and not [layer for layer in viewer.layers if layer.name == name]
+
+
 @pytest.mark.parametrize("key", [Qt.Key_A, Qt.Key_R, Qt.Key_H])
 def test_review_keys_with_nothing_selected_say_why(review, key):
     viewer, widget = review
