@@ -194,7 +194,7 @@ def test_red_boxes_stay_visible_at_whole_slide_zoom_on_the_svs(
     added = red(with_boxes) & ~red(without)
     labelled, count = ndimage.label(ndimage.binary_dilation(added, iterations=2))
     sizes = ndimage.sum(added, labelled, range(1, count + 1))
-    screen_px_per_box = 25 * viewer.camera.zoom * 0.499
+    screen_px_per_box = 25 * viewer.scene.camera.zoom * 0.499
     assert screen_px_per_box < MIN_SCREEN_PX  # the boxes themselves would be a few pixels wide
     assert count == len(keys), f"{count} red marks for {len(keys)} rejected boxes"
     assert sizes.min() >= 40, f"red marks of {sorted(sizes)} pixels"
@@ -213,11 +213,11 @@ def test_a_step_shows_a_fixed_physical_field_whatever_the_scan(
     _open(viewer, small_hpf[0], mpp=mpp, scale=scale)
     _store_boxes(widget, [(500, 400, 550, 450)])
     viewer.reset_view()
-    assert viewer.camera.zoom < zoom
+    assert viewer.scene.camera.zoom < zoom
     widget.step()
     assert widget.selected is not None
-    assert viewer.camera.zoom == pytest.approx(zoom)
-    assert np.allclose(viewer.camera.center[-2:], (425 * scale, 525 * scale))
+    assert viewer.scene.camera.zoom == pytest.approx(zoom)
+    assert np.allclose(viewer.scene.camera.center[-2:], (425 * scale, 525 * scale))
 
 
 # -- item 11 --------------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_the_current_hpf_and_the_hotspot_are_outlined_and_follow_changes(
 
     before = _rectangle(outlines.data[0])
     widget.counts_panel.hpf_area.setValue(0.01)  # a field that fits inside the image, wherever it is marked
-    viewer.camera.center = (viewer.camera.center[0], 380 * 0.25, 520 * 0.25)
+    viewer.scene.camera.center = (viewer.scene.camera.center[0], 380 * 0.25, 520 * 0.25)
     widget.mark_current_hpf()
     widget.update_counts(wait=True)
     moved = widget.hpf_layers.outlines
