@@ -22,6 +22,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "midog_viewer"
 MAX_LINES = 600
+#: Longest class, in lines.
+MAX_CLASS_LINES = 400
 #: Third-party GUI packages the core must never import.
 GUI_PACKAGES = ("qtpy", "PySide2", "PySide6", "PyQt5", "PyQt6", "napari", "superqt", "magicgui")
 #: The GUI skin: where Qt and napari may be imported.
@@ -221,3 +223,14 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_module_over_600_lines(modules):
     lengths = {name: len(m.path.read_text(encoding="utf-8").splitlines()) for name, m in modules.items()}
     assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def test_no_class_over_400_lines(modules):
+    """A class a newcomer can hold: the dock is composition, the store is split by concern (decision log,
+    subtypes)."""
+    long = {}
+    for name, module in modules.items():
+        for node in ast.walk(ast.parse(module.path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                long[f"{name}.{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}

@@ -86,3 +86,7 @@ _COLOURS: dict[Status, str] = {
 def colour_for(status: Status | str) -> str:
     """Return "yellow", "white" or "red" for a status (or its string value)."""
     return _COLOURS[Status(status)]
+
+#: The ``source`` of an annotation added by hand in the dock, and of ground truth given with an image.
+HAND = "hand"
+GROUND_TRUTH_SOURCE = "ground truth"
