@@ -105,6 +105,21 @@ class ObjectTable:
         """Rows whose subtype is atypical."""
         return self.atypical == 1
 
+    #: The columns a decision changes; geometry, scores and sources never change once stored.
+    DECIDED_COLUMNS = ("status", "label", "atypical", "subtype_decided")
+
+    def take_decided(self, row: int, other: ObjectTable, other_row: int) -> None:
+        """Copy one object's decided state (:attr:`DECIDED_COLUMNS`) from a fresh read of the store.
+
+        The one sanctioned change of a table: every table the store returns has its own arrays, so a
+        session may keep its copy up to date after a decision without re-reading the slide; nothing else
+        of the object may change.
+        """
+        if self.kind[row] != other.kind[other_row] or self.id[row] != other.id[other_row]:
+            raise ValueError("take_decided: the rows are not the same object")
+        for name in self.DECIDED_COLUMNS:
+            getattr(self, name)[row] = getattr(other, name)[other_row]
+
     def __len__(self) -> int:
         return len(self.id)
 

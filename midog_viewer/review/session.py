@@ -347,10 +347,7 @@ class ReviewSession:
         match = np.flatnonzero((found.kind == t.kind[row]) & (found.id == t.id[row]))
         if len(match) == 0:
             raise ReviewStoreError(f"object {t.kind[row]} {t.id[row]} vanished from {self.store.path.name}.")
-        t.status[row] = found.status[match[0]]
-        t.label[row] = found.label[match[0]]
-        t.atypical[row] = found.atypical[match[0]]
-        t.subtype_decided[row] = found.subtype_decided[match[0]]
+        t.take_decided(row, found, int(match[0]))
 
     # -- counted fields (HPFs) ---------------------------------------------------------------------
 
