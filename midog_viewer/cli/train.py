@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--hed-jitter", type=float, metavar="S", help="stain augmentation strength (e.g. 0.05; default 0)")
     run.add_argument("--blur", type=float, metavar="P", help="probability of a Gaussian blur (default 0)")
     run.add_argument("--jpeg", type=float, metavar="P", help="probability of JPEG re-compression (default 0)")
+    run.add_argument("--scale-jitter", type=float, metavar="F",
+                     help="resize patches by up to ± this share (default 0.25), so the model meets scans whose "
+                          "pixel spacing is a little off")
     run.add_argument("--field-density", type=float, metavar="PER_MM2",
                      help="validate by the F1 implied on a field with this many mitoses per mm² (default with "
                           "--points: 5.7, the MIDOG 2021 training set's)")
@@ -171,6 +174,7 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "jpeg_probability": args.jpeg,
         "val_field_mitoses_per_mm2": args.field_density,
         "mosaic_side": args.mosaic,
+        "scale_step": _scale_step(args),
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.tune_threshold:
@@ -187,3 +191,16 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         overrides.setdefault("mosaic_side", 512)
         overrides.setdefault("val_field_mitoses_per_mm2", REFERENCE_MITOSES_PER_MM2)
     return recipe_cls(**overrides)
+
+
+def _scale_step(args: argparse.Namespace) -> int | None:
+    """``--scale-jitter`` as the recipe's scale step: its outermost scales are the patch size × (1 ± F)."""
+    if args.scale_jitter is None:
+        return None
+    from midog_viewer.errors import TrainingError
+    from midog_viewer.train.recipe import Recipe
+
+    if not 0.0 < args.scale_jitter < 0.9:
+        raise TrainingError(f"the scale jitter must lie in (0, 0.9), not {args.scale_jitter}.")
+    patch = args.patch_size or Recipe.patch_size
+    return max(1, round(patch * args.scale_jitter / Recipe.scales_each_side))

@@ -116,6 +116,7 @@ def test_reproduce_the_paper_command_on_a_midog_like_stand_in(midog_dataset, tmp
         (["--config", "tiny", "--synthetic", "3", "--init", "junk.safetensors"], "cannot fine-tune from"),
         (["--config", "tiny", "--resume", "not-a-run"], "not a run folder"),
         (["--config", "tiny", "--synthetic", "3", "--split", "split.txt"], "--split applies to"),
+        (["--config", "tiny", "--synthetic", "3", "--scale-jitter", "1.5"], "scale jitter must lie in"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monkeypatch, args, message):
@@ -127,6 +128,24 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monk
     assert code == 2
     assert err.count("\n") == 0 and err.startswith("midog-viewer: error:") and message in err
     assert not Path("run", "progress.jsonl").exists()
+
+
+def test_scale_jitter_sets_the_outermost_training_scales():
+    """``--scale-jitter 0.4`` on 512 px patches trains at 0.6-1.4 of the patch, in five steps."""
+    import argparse
+
+    from midog_viewer.cli.train import _recipe
+    from midog_viewer.train import Recipe
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    from midog_viewer.cli.train import register
+
+    register(sub)
+    args = parser.parse_args(["train", "--synthetic", "3", "--scale-jitter", "0.4", "--out", "run"])
+    scales = _recipe(args, Recipe).scales
+    assert scales[0] / 512 == pytest.approx(0.6, abs=0.01) and scales[-1] / 512 == pytest.approx(1.4, abs=0.01)
+    assert len(scales) == 5 and Recipe().scales == (384, 448, 512, 576, 640)
 
 
 def test_an_existing_run_is_not_overwritten(tmp_path, capsys):
