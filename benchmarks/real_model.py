@@ -7,13 +7,19 @@ model through the product's detector on every validation crop, and prints, at th
 * per source: recall, precision and F1 of the crops, false positives per mm² of crop tissue, false
   positives per crop, and the F1 those imply on a field with 5.7 mitoses/mm² (MIDOG 2021's density);
 * the crops placed 4 × 4 into 512 px mosaics, as the held-out crop target is scored: recall, and other
-  "mitotic figure" detections per crop;
+  "mitotic figure" detections per crop; the smaller crops of the other sources likewise, as many as fill
+  512 px (10 × 10 of MITOS-ATYPIA-14's 50 px, 6 × 6 of the TUPAC16 candidates' 80 px), with the share of
+  labelled look-alikes (hard negatives) that got a box;
 * detections per mm² of tissue on the right 40 % of the real CMU-1 SVS (skin, no mitosis labelled: an upper bound of the false
   positive rate on ordinary real tissue outside the training data), run as ``midog-viewer detect`` runs;
 * a threshold sweep: mosaic recall, CMU-1 detections/mm² and the field F1 the two imply;
 * CPU seconds per 512 px tile against a baseline from the same run (reading + stain normalisation only).
 
-    python benchmarks/real_model.py [--model CKPT] [--json OUT.json]
+    python benchmarks/real_model.py [--model CKPT] [--json OUT.json] [--stated-spacing]
+
+The TUPAC16 candidate crops are read at 0.4 µm/px, not the 0.25 ``images.csv`` states, as the real-tissue
+model was trained (``SPACING_CORRECTIONS``; the card ``real-tiny.md`` says why); ``--stated-spacing`` reads
+every image at its stated spacing.
 
 These are validation figures (the threshold was chosen on the same split), not test figures.
 """
@@ -34,6 +40,44 @@ sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "real_mitosis"
 #: Share of CMU-1's width, from the left, that training may take background crops from; the rest is measured.
 CMU1_TRAINING_SHARE = 0.6
+#: Sources whose stated pixel spacing does not fit their pixels: their nuclei measure as at this µm/px.
+SPACING_CORRECTIONS = {"TUPAC16 candidates": 0.4}
+#: Side of the mosaics every source's validation crops are placed into.
+MOSAIC_SIDE = 512
+
+
+def corrected_table(data: Path, out: Path, corrections: dict[str, float]) -> Path:
+    """A copy of ``data``'s ``images.csv`` with the spacing of the sources in ``corrections`` replaced."""
+    import csv
+
+    with open(data / "images.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["mpp"] = str(corrections.get(row["source"], row["mpp"]))
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def lookalikes_boxed(images, predictions, threshold: float) -> tuple[int, int]:
+    """(hard negatives with a "mitotic figure" box ≥ threshold within the hit radius, hard negatives)."""
+    from midog_viewer.evaluate import RADIUS_UM
+
+    boxed = total = 0
+    for image, found in zip(images, predictions):
+        negatives = image.boxes[image.labels == 1]
+        total += len(negatives)
+        keep = (found.labels == 0) & (found.scores >= threshold)
+        if not len(negatives) or not keep.any():
+            continue
+        centres = (negatives[:, :2] + negatives[:, 2:]) / 2
+        boxes = found.boxes[keep]
+        hits = (boxes[:, :2] + boxes[:, 2:]) / 2
+        distance = np.linalg.norm(centres[:, None, :] - hits[None, :, :], axis=2) * image.mpp
+        boxed += int((distance.min(axis=1) <= RADIUS_UM).sum())
+    return boxed, total
 
 
 def mosaics(images, size: int = 4, side: int = 128):
@@ -68,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--limit", type=int, help="only this many validation crops per source (a quick look)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--stated-spacing", action="store_true",
+                        help="read every image at the spacing images.csv states (no SPACING_CORRECTIONS)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -87,9 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     if not data.is_dir():
         print(f"real_mitosis not found at {data}", file=sys.stderr)
         return 2
-    spec = DataSpec(points=str(data / "objects.csv"), images=str(data), image_table=str(data / "images.csv"),
-                    val_fraction=args.val_fraction, seed=args.seed)
-    split = gather(spec)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        corrections = {} if args.stated_spacing else SPACING_CORRECTIONS
+        table = corrected_table(data, Path(scratch) / "images.csv", corrections)
+        spec = DataSpec(points=str(data / "objects.csv"), images=str(data), image_table=str(table),
+                        val_fraction=args.val_fraction, seed=args.seed)
+        split = gather(spec)
     if args.limit:
         split.val = [im for source in sorted({im.source for im in split.val})
                      for im in [im for im in split.val if im.source == source][: args.limit]]
@@ -105,20 +156,33 @@ def main(argv: list[str] | None = None) -> int:
     overall = field_scores(split.val, predictions, threshold, REFERENCE_MITOSES_PER_MM2)
     per_source = field_scores_by_source(split.val, predictions, threshold, REFERENCE_MITOSES_PER_MM2)
 
-    # 4 x 4 mosaics of the 128 px crops of each source, as the held-out crop target is scored.
+    # Mosaics of each source's crops: 4 x 4 of the 128 px crops, as the held-out crop target is scored; the
+    # smaller crops of the other sources as many as fill the same 512 px. Mixed in order (seeded), so a
+    # mosaic of a source with background crops holds both.
     mosaic_rows, mosaic_found = {}, []
     for source in sorted({im.source for im in split.val}):
-        crops = [im for im in split.val if im.source == source and im.width == 128 and im.pixels is not None]
+        crops = [im for im in split.val if im.source == source and im.pixels is not None]
         if not crops:
             continue
-        built = mosaics(crops)
-        found = predict_images(detector.model, [m for m, _ in built], "cpu", stain_normalise=stain)
-        scores = midog_scores([m for m, _ in built], found, threshold)
-        mosaic_found.append(([m for m, _ in built], found, len(crops)))
+        side = max(im.width for im in crops)
+        np.random.default_rng(args.seed).shuffle(crops)
+        # one spacing per mosaic (AMi-Br/MIDOG21 mixes 0.23 and 0.25 µm/px scanners)
+        built = [m for mpp in sorted({im.mpp for im in crops})
+                 for m, _ in mosaics([im for im in crops if im.mpp == mpp], size=MOSAIC_SIDE // side, side=side)]
+        found = predict_images(detector.model, built, "cpu", stain_normalise=stain)
+        scores = midog_scores(built, found, threshold)
+        if side == 128:  # the crop target's own form: the sweep uses these
+            mosaic_found.append((built, found, len(crops)))
+        boxed, negatives = lookalikes_boxed(built, found, threshold)
         mosaic_rows[source] = {
             "crops": len(crops),
+            "grid": MOSAIC_SIDE // side,
+            "mitoses": scores["tp"] + scores["fn"],
             "recall": scores["tp"] / max(scores["tp"] + scores["fn"], 1),
+            "precision": scores["tp"] / max(scores["tp"] + scores["fp"], 1),
             "other_detections_per_crop": scores["fp"] / len(crops),
+            "lookalikes": negatives,
+            "lookalikes_boxed": boxed,
         }
 
     # Ordinary real tissue outside the training data: every box on CMU-1 at a threshold is an upper bound of
@@ -167,12 +231,13 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = {
         "model": str(model_path),
+        "spacing_corrections": corrections,
         "score_threshold": threshold,
         "field_mitoses_per_mm2": REFERENCE_MITOSES_PER_MM2,
         "val_images": len(split.val),
         "overall": {k: v for k, v in overall.items() if k != "per_source"},
         "per_source": per_source,
-        "mosaics_4x4": mosaic_rows,
+        "mosaics": mosaic_rows,
         "cmu1_tissue_mm2": tissue_mm2,
         "cmu1_detections_at_threshold": int((svs_scores >= threshold).sum()),
         "threshold_sweep": sweep,
@@ -188,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:24s} {row['images']:5d} {row['recall']:6.3f} {row['crop_precision']:6.3f} "
               f"{row['fp_per_mm2']:7.1f} {row['fp_per_image']:7.3f} {row['f1']:8.3f}")
     for name, row in mosaic_rows.items():
-        print(f"mosaics 4x4 {name:16s} crops {row['crops']:4d}  recall {row['recall']:.3f}  "
-              f"other detections/crop {row['other_detections_per_crop']:.3f}")
+        grid = f"{row['grid']}x{row['grid']}"
+        print(f"mosaics {grid:5s} {name:20s} crops {row['crops']:4d}  mitoses {row['mitoses']:4d}  "
+              f"recall {row['recall']:.3f}  precision {row['precision']:.3f}  "
+              f"other detections/crop {row['other_detections_per_crop']:.3f}  "
+              f"look-alikes boxed {row['lookalikes_boxed']}/{row['lookalikes']}")
     print(f"CMU-1 SVS, right 40 % ({tissue_mm2:.2f} mm² of tissue, no mitosis labelled): "
           f"{figures['cmu1_detections_at_threshold']} boxes at >= {threshold:.2f}")
     print(f"{'thr':>5s} {'mosaic recall':>13s} {'other/crop':>10s} {'CMU-1 /mm2':>10s} {'implied field F1':>16s}")

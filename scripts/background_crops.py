@@ -6,7 +6,11 @@ set: ``images.csv`` and ``objects.csv`` of ``real_mitosis/`` with the crops appe
 (background), plus links to real_mitosis's folders. The rest of the slide stays unseen, for
 ``benchmarks/real_model.py``'s count of boxes on ordinary tissue.
 
-    python scripts/background_crops.py ../shared/data/real_mitosis ../shared/data/slides/CMU-1-Small-Region.svs OUT
+    python scripts/background_crops.py ../shared/data/real_mitosis ../shared/data/slides/CMU-1-Small-Region.svs OUT \
+        --spacing "TUPAC16 candidates=0.4"
+
+``--spacing SOURCE=MPP`` replaces the pixel spacing ``images.csv`` states for one source (see the model card
+``real-tiny.md`` for why the TUPAC16 candidate crops are read at 0.4 µm/px).
     midog-viewer train --points OUT/objects.csv --image-table OUT/images.csv --images OUT ...
 """
 
@@ -37,7 +41,22 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--share", type=float, default=0.6, help="left share of the slide's width to cut")
     parser.add_argument("--min-tissue", type=float, default=0.5, help="share of a crop that must be tissue")
+    parser.add_argument("--spacing", action="append", default=[], metavar="SOURCE=MPP",
+                        help="read this source's images at MPP µm/px instead of the stated spacing (repeatable)")
     args = parser.parse_args()
+    try:
+        spacing = {name: float(value) for name, value in (item.rsplit("=", 1) for item in args.spacing)}
+    except ValueError:
+        print(f"--spacing wants SOURCE=MPP, got {args.spacing}", file=sys.stderr)
+        return 2
+    with open(args.real_mitosis / "images.csv", newline="", encoding="utf-8") as handle:
+        table = list(csv.DictReader(handle))
+    unknown = set(spacing) - {row["source"] for row in table}
+    if unknown:
+        print(f"--spacing names no source of images.csv: {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    for row in table:
+        row["mpp"] = str(spacing.get(row["source"], row["mpp"]))
     crops = args.out / "background"
     crops.mkdir(parents=True, exist_ok=True)
     for folder in (p for p in args.real_mitosis.iterdir() if p.is_dir()):
@@ -64,10 +83,10 @@ def main() -> int:
                     Image.fromarray(image).save(args.out / name)
                     rows.append([name, f"{args.slide.stem} background", args.slide.name, TARGET_MPP,
                                  image.shape[1], image.shape[0], "as the slide"])
-    table = (args.real_mitosis / "images.csv").read_text(encoding="utf-8").rstrip("\n") + "\n"
     with open(args.out / "images.csv", "w", newline="", encoding="utf-8") as handle:
-        handle.write(table)
-        csv.writer(handle).writerows(rows)
+        writer = csv.writer(handle)
+        writer.writerow(list(table[0]))
+        writer.writerows([list(row.values()) for row in table] + rows)
     (args.out / "objects.csv").write_text((args.real_mitosis / "objects.csv").read_text(encoding="utf-8"),
                                           encoding="utf-8")
     print(f"{len(rows)} background crops of {args.slide.name} in {crops}")
