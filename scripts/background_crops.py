@@ -26,9 +26,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from midog_viewer.detect.engine import resample_tile  # noqa: E402
 from midog_viewer.io import open_slide  # noqa: E402
+from real_model import CMU1_TRAINING_SHARE  # noqa: E402  (the benchmark measures the rest of the slide)
 
 #: Pixel spacing the crops are written at (the real-tissue model's).
 TARGET_MPP = 0.25
@@ -39,7 +41,8 @@ def main() -> int:
     parser.add_argument("real_mitosis", type=Path)
     parser.add_argument("slide", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--share", type=float, default=0.6, help="left share of the slide's width to cut")
+    parser.add_argument("--share", type=float, default=CMU1_TRAINING_SHARE,
+                        help="left share of the slide's width to cut (default: the share the benchmark leaves out)")
     parser.add_argument("--min-tissue", type=float, default=0.5, help="share of a crop that must be tissue")
     parser.add_argument("--spacing", action="append", default=[], metavar="SOURCE=MPP",
                         help="read this source's images at MPP µm/px instead of the stated spacing (repeatable)")
