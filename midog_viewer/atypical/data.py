@@ -95,6 +95,18 @@ def centre_square(image: torch.Tensor, side: int) -> torch.Tensor:
     return image[:, top : top + side, left : left + side]
 
 
+def field_of_view(slide: Any, cx: float, cy: float, input_px: int, target_mpp: float, margin: int = 0,
+                  mpp: float | None = None) -> tuple[np.ndarray, float]:
+    """The slide's pixels around level-0 point (cx, cy), at its own spacing, that cover the model's input square
+    (``input_px + 2 * margin`` px at ``target_mpp``), and that spacing (``mpp``, else the slide's, else the
+    model's). :func:`to_spacing` then :func:`centre_square` turn them into what the network sees; the one
+    rule for a detection's crop and for a reviewed figure's training crop."""
+    slide_mpp = float(mpp or getattr(slide, "mpp", None) or target_mpp)
+    side = max(8, math.ceil((input_px + 2 * margin) * target_mpp / slide_mpp) + 2)
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    return slide.read_region(x0, y0, side, side), slide_mpp
+
+
 def load_crop(path: str | Path, mpp: float | None, input_px: int, target_mpp: float, margin: int = 0) -> torch.Tensor:
     """A crop file as the network's (3, S, S) input (``S = input_px + 2 * margin``) at ``target_mpp``."""
     return centre_square(to_spacing(read_rgb(path), mpp, target_mpp), input_px + 2 * margin)
