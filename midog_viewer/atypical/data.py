@@ -23,8 +23,10 @@ from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import SlideError, TrainingError
 from midog_viewer.train.splits import validation_by_slide
 
-#: Sub-folders of ``real_mitosis`` holding 128 px crops centred on a rated mitotic figure.
-CROP_FOLDERS = ("amibr", "atnorm_md")
+#: The sub-folder of crops cut from review stores (:mod:`midog_viewer.atypical.reviewed`).
+REVIEWED_FOLDER = "reviewed"
+#: Sub-folders of ``real_mitosis`` holding 128 px crops centred on a rated mitotic figure, and the reviewed crops'.
+CROP_FOLDERS = ("amibr", "atnorm_md", REVIEWED_FOLDER)
 #: Extra side (px at the model's spacing) kept around the input square for translation and scale jitter.
 CONTEXT_MARGIN = 16
 
