@@ -79,7 +79,7 @@ def reviewed_figures(stores: Sequence[str | Path]) -> list[ReviewedFigure]:
             raise TrainingError(f"review database not found: {db}.")
         found: list[ReviewedFigure] = []
         try:
-            with ReviewStore(db, read_only=True) as store:
+            with ReviewStore(db) as store:  # as the detector's training opens it: an older store is brought up to date
                 for slide in store.slides():
                     table = store.objects(slide.id)
                     rows = np.flatnonzero(human_subtypes(table))
