@@ -21,6 +21,7 @@ from midog_viewer.atypical.model import load_classifier, shipped_model_path
 from midog_viewer.atypical.reviewed import CROPS_DIR, REVIEWED_SOURCE, reviewed_figures, write_crop_folder
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.cli import main
+from midog_viewer.errors import TrainingError
 from midog_viewer.io import open_slide
 from midog_viewer.review.store import ReviewStore
 from midog_viewer.train.progress import read_progress
@@ -48,6 +49,23 @@ def test_only_subtypes_a_human_gave_to_figures_that_count_are_labels(reviewed):
         table = store.objects(store.find_slide(slides[0].name).id)
         d0 = int(np.flatnonzero((table.kind == "detection") & (table.id == ids[(slides[0].name, "d0")][1]))[0])
         assert table.p_atypical[d0] < 0.5 and got[(slides[0].name, "detection", int(table.id[d0]))] == 1
+
+
+def test_an_undone_subtype_decision_is_no_label_and_a_store_named_twice_counts_once(reviewed, tmp_path):
+    db, slides, _ = reviewed
+    other = tmp_path / "other.sqlite"
+    with ReviewStore(other, reviewer="tester") as store:
+        slide = store.add_slide(slides[0], mpp=0.25)
+        run = store.add_detection_run(slide, "m", {}, atypical_threshold=0.5)
+        (det,) = store.add_detections(run, np.array([[10, 10, 40, 40]]), [0.9], [MITOTIC_FIGURE], p_atypical=[0.2])
+        store.decide(int(det), "accept")
+        store.decide_subtype("detection", int(det), True)
+        assert [(f.object_id, f.atypical) for f in reviewed_figures([other])] == [(int(det), 1)]
+        store.undo(slide, "tester")  # only the model's call is left
+        with pytest.raises(TrainingError, match="no reviewed subtypes in"):
+            reviewed_figures([other])
+        store.redo(slide, "tester")
+    assert len(reviewed_figures([db, Path(str(db)), other])) == 3 * len(LABELLED) + 1
 
 
 def test_a_training_crop_is_what_the_model_sees_at_detection(reviewed, tmp_path):
