@@ -216,3 +216,28 @@ def test_a_failure_in_an_existing_folder_takes_away_only_what_it_wrote(tmp_path,
     (run / "notes.txt").write_text("mine")
     assert main(["train-atypical", *args, "--out", str(run), "--epochs", "1", "--quiet"]) == 2
     assert [p.name for p in run.iterdir()] == ["notes.txt"]
+
+
+def test_on_a_real_slide_of_another_spacing_the_crop_is_the_detection_crop(shared_data, tmp_path):
+    """CMU-1-Small-Region.svs is 0.499 µm/px: the crop is cut at the slide's spacing and resampled to the model's
+    when read, giving what a detection there is scored on."""
+    svs = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    db = tmp_path / "real.sqlite"
+    centres = [(600.0, 800.0), (1500.0, 2000.0), (3.0, 5.0)]  # the last at the corner: padded as glass
+    with ReviewStore(db) as store:
+        slide = store.add_slide(svs)
+        store.add_annotations(slide, np.array([[x - 10, y - 10, x + 10, y + 10] for x, y in centres]),
+                              [MITOTIC_FIGURE] * 3, "gt.json", atypical=[1, 0, 1])
+    model = load_classifier()[0]
+    cfg = model.config
+    figures = reviewed_figures([db])
+    root = write_crop_folder(figures, tmp_path / "crops", cfg)
+    with (root / "images.csv").open() as fh:
+        images = list(csv.DictReader(fh))
+    slide = open_slide(svs)
+    assert [float(row["mpp"]) for row in images] == pytest.approx([slide.mpp] * 3)
+    for figure, image in zip(figures, images):
+        cut = load_crop(root / image["file"], float(image["mpp"]), cfg.input_px, cfg.mpp)
+        seen = detection_crop(slide, figure.x, figure.y, model)
+        assert cut.shape == seen.shape == (3, cfg.input_px, cfg.input_px)
+        assert torch.allclose(cut, seen, atol=1e-4), image["file"]  # both zoom x2 here: the same resampled pixels
