@@ -1,11 +1,13 @@
 """Training the atypical classifier: run folder, loop, validation, threshold tuning, cancel and resume.
 
-The run folder follows ``midog-viewer train``: ``run.json`` (settings, split), ``progress.jsonl`` (events
-``start``, ``step``, ``epoch``, ``cancelled``, ``done``; see :mod:`midog_viewer.train.progress`),
+The run folder follows ``midog-viewer train``: ``run.json`` (settings, data, split), ``progress.jsonl`` (events
+``start``, ``baseline`` when fine-tuning, ``step``, ``epoch``, ``cancelled``, ``done``; see
+:mod:`midog_viewer.train.progress`),
 ``last.safetensors`` per epoch, ``state.pt`` (plain tensors and numbers, read with ``weights_only=True``),
 ``metrics.json``, and at the end ``model.safetensors``: the last epoch with the threshold that maximises
 validation balanced accuracy (test-time augmentation as at inference). The loss weights atypical crops by
-the normal/atypical ratio of the training split.
+the normal/atypical ratio of the training split. Crops from review stores come as one more folder
+(:mod:`midog_viewer.atypical.reviewed` writes it inside the run).
 """
 
 from __future__ import annotations
