@@ -79,7 +79,8 @@ def result_text(kind: RunKind, metrics: dict[str, Any] | None) -> str | None:
             return None
         old = metrics.get("baseline_f1")
         old_text = f"{old:.3f}" if old is not None else "–"
-        return f"Validation F1: old model {old_text} → new model {metrics['val_f1']:.3f} (epoch {metrics['best_epoch']})"
+        return (f"Validation F1: old model {old_text} → new model {metrics['val_f1']:.3f} "
+                f"(epoch {metrics['best_epoch']})")
     final = metrics.get("final_tta")
     if not final:
         return None

@@ -74,7 +74,7 @@ def reviewed_figures(stores: Sequence[str | Path]) -> list[ReviewedFigure]:
     from midog_viewer.review import ReviewStore
 
     figures: list[ReviewedFigure] = []
-    for db in dict.fromkeys(Path(s).absolute() for s in stores):  # a store named twice counts once
+    for db in dict.fromkeys(Path(s).resolve() for s in stores):  # a store named twice counts once
         if not db.is_file():
             raise TrainingError(f"review database not found: {db}.")
         found: list[ReviewedFigure] = []

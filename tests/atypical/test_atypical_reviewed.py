@@ -112,8 +112,9 @@ def test_the_cli_fine_tunes_the_shipped_classifier_and_resumes_from_the_run_fold
 def test_reviewed_subtypes_mix_with_the_base_crops(reviewed, crop_folder, tmp_path, capsys):
     db, _, _ = reviewed
     run = tmp_path / "run"
-    assert main(["train-atypical", "--store", str(db), "--data", str(crop_folder), "--scratch", "--out", str(run),
-                 "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.3", "--quiet"]) == 0, capsys.readouterr().err
+    status = main(["train-atypical", "--store", str(db), "--data", str(crop_folder), "--scratch", "--out", str(run),
+                   "--epochs", "1", "--batch-size", "16", "--val-fraction", "0.3", "--quiet"])
+    assert status == 0, capsys.readouterr().err
     _, provenance = load_classifier(run / "model.safetensors")
     assert set(provenance["validation"]["per_source"]) == {REVIEWED_SOURCE, "AMi-Br/X"}
     assert json.loads((run / "run.json").read_text())["init"] is None
