@@ -75,6 +75,8 @@ class DetectionRunner(QObject):
         super().__init__(parent)
         self.progress = progress
         self._run: _Run | None = None
+        #: The atypical classifier that scores new detections (None: the shipped one).
+        self.classifier_path: str | None = None
         self.reset_progress()
 
     @property
@@ -137,7 +139,7 @@ class DetectionRunner(QObject):
         from midog_viewer.atypical import shared_classifier
 
         self.run(session, detector, slide, region, params, model=model, tile_filter=tile_filter, wait=wait,
-                 classifier=shared_classifier(), message=f"Detecting in {region[2]}×{region[3]} px{resampled}{searched}…")
+                 classifier=shared_classifier(self.classifier_path), message=f"Detecting in {region[2]}×{region[3]} px{resampled}{searched}…")
 
     def cancel_outside(self, view: Region | None) -> None:
         """Cancel a run whose region no longer overlaps the view (moved away: the rest is not wanted now)."""
@@ -234,6 +236,18 @@ class DetectionPanel(QGroupBox):
         self.runner.ended.connect(self._on_ended)
         self.runner.failed.connect(lambda message: notify.show_error(message))
         self.settle = QTimer(self, singleShot=True, interval=SETTLE_MS, timeout=self._on_view_settled)
+
+    @reports_errors
+    def use_atypical_model(self, path: str | None) -> None:
+        """Score the p_atypical of new detections with the classifier at ``path`` (None: the shipped one); a file
+        that is not a classifier is one notification and changes nothing. Stored detections keep their scores."""
+        from midog_viewer.atypical import shared_classifier
+
+        path = None if path is None else str(path)
+        threshold = shared_classifier(path).config.threshold  # loaded (and checked) now, not at the next run
+        self.runner.classifier_path = path
+        self.status.setText(f"Atypical classifier: {path or 'the shipped one'} (threshold {threshold:.2f}); "
+                            "it scores new detections.")
 
     def _show_running(self, running: bool, message: str) -> None:
         for button in (self.detect_view_button, self.detect_all_button):

@@ -446,6 +446,7 @@ class ReviewWidget(QWidget):
     detect_visible = _forward("detection_panel", DetectionPanel.detect_visible)
     detect_whole = _forward("detection_panel", DetectionPanel.detect_whole)
     detect_region = _forward("detection_panel", DetectionPanel.detect_region)
+    use_atypical_model = _forward("detection_panel", DetectionPanel.use_atypical_model)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         if event.mimeData().hasUrls():

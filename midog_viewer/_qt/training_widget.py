@@ -1,13 +1,16 @@
-"""The "Train the detector" dock: choose data and model, run ``midog-viewer train`` in its own process, watch it.
+"""The "Train the detector" dock: choose data and model, run ``midog-viewer train`` (the detector) or
+``midog-viewer train-atypical`` (the atypical classifier, on the reviewed subtypes) in its own process, watch it.
 
 Training never runs in the GUI's process: the panel starts ``python -m midog_viewer train …`` with
 :class:`QProcess`, polls the run folder's ``progress.jsonl`` with a :class:`QTimer` (progress bar with ETA,
-live matplotlib plots of the losses and the validation F1), cancels with SIGTERM (the run keeps its last
-checkpoint) and at the end shows the old model's and the new model's validation F1.
+live matplotlib plots of the losses and the validation F1 or balanced accuracy), cancels with SIGTERM (the run
+keeps its last checkpoint) and at the end shows the old model's and the new model's validation figures.
+The classifier's side (options, command line, how its run reads) is :mod:`midog_viewer._qt.training_atypical`.
 
 Hooks for the review widget: :meth:`TrainingWidget.set_current_store` and :meth:`set_current_model` tell the
 panel what the review is using; the ``model_ready`` signal carries the new ``best.safetensors`` path when the
-user clicks "Use this model" (connect it to whatever loads a model in the review widget).
+user clicks "Use this model" (connect it to whatever loads a model in the review widget), ``classifier_ready``
+the new classifier's (the review dock scores new detections with it).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from midog_viewer._qt.training_atypical import ATYPICAL, DETECTOR, AtypicalOptions, RunKind, result_text, start_text
 from midog_viewer.train.progress import ProgressReader
 
 CONFIG_NAMES = ("tiny", "r50", "x101-64x4d")
@@ -91,12 +95,15 @@ def default_runs_dir() -> Path:
 
 
 class TrainingWidget(QWidget):
-    """Dock widget that trains the detector in a separate process (contributed to napari as "Train the detector").
+    """Dock widget that trains the detector or the atypical classifier in a separate process (contributed to
+    napari as "Train the detector").
 
-    ``model_ready(str)`` is emitted with the path of the new best checkpoint when "Use this model" is clicked.
+    ``model_ready(str)`` is emitted with the path of the new best checkpoint when "Use this model" is clicked,
+    ``classifier_ready(str)`` with the new classifier's after an atypical run.
     """
 
     model_ready = Signal(str)
+    classifier_ready = Signal(str)
 
     def __init__(self, napari_viewer: Any = None, runs_dir: str | Path | None = None) -> None:
         super().__init__()
@@ -109,6 +116,7 @@ class TrainingWidget(QWidget):
         self.reader: ProgressReader | None = None
         self.events: list[dict[str, Any]] = []
         self.result: dict[str, Any] | None = None
+        self.kind: RunKind = DETECTOR  # of the run started last
         self._stderr = ""
         self._build_ui()
         self._timer = QTimer(self, interval=POLL_MS, timeout=self.poll)
@@ -123,8 +131,14 @@ class TrainingWidget(QWidget):
 
         content = QWidget()
         layout = QVBoxLayout(content)
+        self.target_box = QComboBox()
+        self.target_box.addItems(["Detector", "Atypical classifier"])
+        self.target_box.currentIndexChanged.connect(lambda _: self._show_target())
+        target = QFormLayout()
+        target.addRow("Train", self.target_box)
+        layout.addLayout(target)
 
-        data = QGroupBox("Data (split by image)")
+        data = self.data_box = QGroupBox("Data")
         form = QFormLayout(data)
         self.use_current_store = QCheckBox("Current review store")
         form.addRow(self.use_current_store)
@@ -137,21 +151,31 @@ class TrainingWidget(QWidget):
         store_buttons.addWidget(remove_store)
         form.addRow("Other stores", self.store_list)
         form.addRow(store_buttons)
+        self.coco_rows = QWidget()  # the detector's other data
+        coco = QFormLayout(self.coco_rows)
+        coco.setContentsMargins(0, 0, 0, 0)
         self.coco_edit, self.images_edit, self.split_edit = QLineEdit(), QLineEdit(), QLineEdit()
-        form.addRow("COCO JSON", self._with_browse(self.coco_edit, self._choose_coco))
-        form.addRow("Images", self._with_browse(self.images_edit, self._choose_images))
-        form.addRow("Split file", self._with_browse(self.split_edit, self._choose_split))
+        coco.addRow("COCO JSON", self._with_browse(self.coco_edit, self._choose_coco))
+        coco.addRow("Images", self._with_browse(self.images_edit, self._choose_images))
+        coco.addRow("Split file", self._with_browse(self.split_edit, self._choose_split))
+        form.addRow(self.coco_rows)
         layout.addWidget(data)
+        self.atypical_options = AtypicalOptions(self._with_browse)
+        layout.addWidget(self.atypical_options)
 
         model = QGroupBox("Model")
         form = QFormLayout(model)
+        self.detector_rows = QWidget()
+        rows = QFormLayout(self.detector_rows)
+        rows.setContentsMargins(0, 0, 0, 0)
         self.config_box = QComboBox()
         self.config_box.addItems(CONFIG_NAMES)
-        form.addRow("Size", self.config_box)
+        rows.addRow("Size", self.config_box)
         self.fine_tune = QCheckBox("Start from the current model")
-        form.addRow(self.fine_tune)
+        rows.addRow(self.fine_tune)
         self.epochs_box = QSpinBox(minimum=1, maximum=1000, value=50)
-        form.addRow("Epochs", self.epochs_box)
+        rows.addRow("Epochs", self.epochs_box)
+        form.addRow(self.detector_rows)
         self.device_box = QComboBox()
         self.device_box.addItems(_devices())
         form.addRow("Device", self.device_box)
@@ -185,6 +209,15 @@ class TrainingWidget(QWidget):
         self.use_button = QPushButton("Use this model", clicked=self.use_model, enabled=False)
         layout.addWidget(self.use_button)
         in_scroll_area(self, content)  # the panel scrolls instead of growing the window past the screen
+        self._show_target()
+
+    def _show_target(self) -> None:
+        """Show the settings of what is to be trained: the detector's, or the atypical classifier's."""
+        atypical = self.target_box.currentIndex() == 1
+        self.data_box.setTitle("Review stores (split by slide)" if atypical else "Data (split by image)")
+        self.coco_rows.setVisible(not atypical)
+        self.detector_rows.setVisible(not atypical)
+        self.atypical_options.setVisible(atypical)
 
     def _with_browse(self, edit: QLineEdit, handler) -> QWidget:
         row = QWidget()
@@ -238,16 +271,21 @@ class TrainingWidget(QWidget):
 
     # -- running ----------------------------------------------------------------------------------
 
-    def request(self) -> TrainingRequest:
-        """The run the panel's settings describe, in a new timestamped folder under ``runs_dir``."""
+    def request(self) -> Any:
+        """The run the panel's settings describe, in a new timestamped folder under ``runs_dir``: a
+        :class:`TrainingRequest`, or an :class:`~midog_viewer._qt.training_atypical.AtypicalRequest`."""
         stores = [Path(self.store_list.item(i).text()) for i in range(self.store_list.count())]
         if self.use_current_store.isChecked() and self.current_store is not None:
             stores.insert(0, self.current_store)
+        out = self.runs_dir / time.strftime("run-%Y%m%d-%H%M%S")
+        if self.target_box.currentIndex() == 1:
+            return self.atypical_options.request(out.with_name("atypical-" + out.name), stores,
+                                                 self.device_box.currentText(), shlex.split(self.extra_edit.text()))
         text = {name: edit.text().strip() for name, edit in
                 (("coco", self.coco_edit), ("images", self.images_edit), ("split", self.split_edit))}
         fine_tune = self.fine_tune.isChecked() and self.current_model is not None
         return TrainingRequest(
-            out=self.runs_dir / time.strftime("run-%Y%m%d-%H%M%S"),
+            out=out,
             config=self.config_box.currentText(),
             epochs=self.epochs_box.value(),
             device=self.device_box.currentText(),
@@ -266,6 +304,7 @@ class TrainingWidget(QWidget):
             return
         request = self.request()
         request.out.parent.mkdir(parents=True, exist_ok=True)
+        self.kind = ATYPICAL if request.arguments()[0] == ATYPICAL.command else DETECTOR
         self.run_dir, self.reader = request.out, ProgressReader(request.out)
         self.events, self.result, self._stderr = [], None, ""
         self.use_button.setEnabled(False)
@@ -311,8 +350,7 @@ class TrainingWidget(QWidget):
             self.progress_bar.setValue(int(1000 * last_step["step"] / total))
             self.progress_bar.setFormat(f"step {last_step['step']}/{total} · ETA {_duration(last_step['eta_s'])}")
         elif start is not None:
-            self.progress_bar.setFormat(f"starting: {start['train_images']} training images, "
-                                        f"{start['val_images']} for validation")
+            self.progress_bar.setFormat(start_text(start))
         self._draw_plots()
 
     def _on_finished(self, exit_code: int, _status=None) -> None:
@@ -339,26 +377,30 @@ class TrainingWidget(QWidget):
         self._show_result()
 
     def _show_result(self) -> None:
-        if not self.result or self.result.get("val_f1") is None:
+        text = result_text(self.kind, self.result)
+        if text is None:
             return
-        new = self.result["val_f1"]
-        old = self.result.get("baseline_f1")
-        old_text = f"{old:.3f}" if old is not None else "–"
-        self.result_label.setText(
-            f"Validation F1: old model {old_text} → new model {new:.3f} (epoch {self.result['best_epoch']})"
-        )
-        self.use_button.setEnabled((self.run_dir / "best.safetensors").is_file())
+        self.result_label.setText(text)
+        self.use_button.setEnabled((self.run_dir / self.kind.model_file).is_file())
 
     def use_model(self) -> None:
-        """Hand the new best checkpoint to the review dock of this viewer and to whoever else listens."""
-        if self.run_dir is not None and (self.run_dir / "best.safetensors").is_file():
-            path = str(self.run_dir / "best.safetensors")
+        """Hand the new model (best detector checkpoint, or classifier) to the review dock of this viewer and to
+        whoever else listens."""
+        if self.run_dir is None or not (self.run_dir / self.kind.model_file).is_file():
+            return
+        path = str(self.run_dir / self.kind.model_file)
+        review = self._review_widget()
+        if self.kind is ATYPICAL:
+            self.atypical_options.set_current_classifier(path)
+            self.classifier_ready.emit(path)
+            if review is not None:
+                review.use_atypical_model(path)
+        else:
             self.set_current_model(path)
             self.model_ready.emit(path)
-            review = self._review_widget()
             if review is not None:
                 review.use_model(path)
-            self.status.setText(f"Using {path}")
+        self.status.setText(f"Using {path}")
 
     def _review_widget(self) -> Any:
         """The "Mitosis review" dock of the same viewer, if it is open."""
@@ -380,29 +422,31 @@ class TrainingWidget(QWidget):
             info = getattr(review.detector, "info", None)
             if info is not None and info.path:
                 self.set_current_model(info.path)
+            self.atypical_options.set_current_classifier(review.runner.classifier_path)
 
     # -- plots ------------------------------------------------------------------------------------
 
     def _draw_plots(self) -> None:
         steps = [e for e in self.events if e["event"] == "step"]
         epochs = [e for e in self.events if e["event"] == "epoch"]
-        baseline = next((e["val_f1"] for e in self.events if e["event"] == "baseline"), None)
+        metric = self.kind.metric
+        baseline = next((e[metric] for e in self.events if e["event"] == "baseline"), None)
         self.loss_axes.clear()
         self.loss_axes.set_ylabel("loss")
         self.loss_axes.set_xlabel("step")
         if steps:
             self.loss_axes.plot([e["step"] for e in steps], [e["loss"] for e in steps], label="total")
             for key in ("loss_rpn_cls", "s0.loss_cls", "s0.loss_bbox"):
-                if key in steps[-1]["losses"]:
+                if key in steps[-1].get("losses", {}):
                     self.loss_axes.plot([e["step"] for e in steps], [e["losses"].get(key) for e in steps],
                                         label=key, linewidth=0.8)
             self.loss_axes.legend(fontsize="x-small")
         self.f1_axes.clear()
-        self.f1_axes.set_ylabel("validation F1")
+        self.f1_axes.set_ylabel(self.kind.metric_label)
         self.f1_axes.set_xlabel("epoch")
         self.f1_axes.set_ylim(0, 1)
         if epochs:
-            self.f1_axes.plot([e["epoch"] for e in epochs], [e["val_f1"] for e in epochs], "o-", label="new model")
+            self.f1_axes.plot([e["epoch"] for e in epochs], [e[metric] for e in epochs], "o-", label="new model")
         if baseline is not None:
             self.f1_axes.axhline(baseline, color="grey", linestyle="--", label="old model")
         if epochs or baseline is not None:

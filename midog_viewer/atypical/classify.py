@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from midog_viewer.atypical.data import centre_square, check_image, read_rgb, to_spacing
+from midog_viewer.atypical.data import centre_square, check_image, field_of_view, read_rgb, to_spacing
 from midog_viewer.atypical.model import AtypicalNet, load_classifier, predict_proba
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import AnnotationFormatError, SlideError
@@ -114,10 +113,7 @@ def write_csv(rows: Sequence[dict[str, Any]], out: str | Path) -> Path:
 def detection_crop(slide: Any, cx: float, cy: float, model: AtypicalNet) -> torch.Tensor:
     """The model's input around level-0 point (cx, cy): its field of view read at the slide's spacing."""
     cfg = model.config
-    slide_mpp = getattr(slide, "mpp", None) or cfg.mpp
-    side = max(8, math.ceil(cfg.input_px * cfg.mpp / slide_mpp) + 2)
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    rgb = slide.read_region(x0, y0, side, side)
+    rgb, slide_mpp = field_of_view(slide, cx, cy, cfg.input_px, cfg.mpp)
     return centre_square(to_spacing(rgb, slide_mpp, cfg.mpp), cfg.input_px)
 
 

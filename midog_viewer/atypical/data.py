@@ -23,8 +23,10 @@ from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.errors import SlideError, TrainingError
 from midog_viewer.train.splits import validation_by_slide
 
-#: Sub-folders of ``real_mitosis`` holding 128 px crops centred on a rated mitotic figure.
-CROP_FOLDERS = ("amibr", "atnorm_md")
+#: The sub-folder of crops cut from review stores (:mod:`midog_viewer.atypical.reviewed`).
+REVIEWED_FOLDER = "reviewed"
+#: Sub-folders of ``real_mitosis`` holding 128 px crops centred on a rated mitotic figure, and the reviewed crops'.
+CROP_FOLDERS = ("amibr", "atnorm_md", REVIEWED_FOLDER)
 #: Extra side (px at the model's spacing) kept around the input square for translation and scale jitter.
 CONTEXT_MARGIN = 16
 
@@ -93,6 +95,18 @@ def centre_square(image: torch.Tensor, side: int) -> torch.Tensor:
         height, width = image.shape[-2:]
     top, left = (height - side) // 2, (width - side) // 2
     return image[:, top : top + side, left : left + side]
+
+
+def field_of_view(slide: Any, cx: float, cy: float, input_px: int, target_mpp: float, margin: int = 0,
+                  mpp: float | None = None) -> tuple[np.ndarray, float]:
+    """The slide's pixels around level-0 point (cx, cy), at its own spacing, that cover the model's input square
+    (``input_px + 2 * margin`` px at ``target_mpp``), and that spacing (``mpp``, else the slide's, else the
+    model's). :func:`to_spacing` then :func:`centre_square` turn them into what the network sees; the one
+    rule for a detection's crop and for a reviewed figure's training crop."""
+    slide_mpp = float(mpp or getattr(slide, "mpp", None) or target_mpp)
+    side = max(8, math.ceil((input_px + 2 * margin) * target_mpp / slide_mpp) + 2)
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    return slide.read_region(x0, y0, side, side), slide_mpp
 
 
 def load_crop(path: str | Path, mpp: float | None, input_px: int, target_mpp: float, margin: int = 0) -> torch.Tensor:

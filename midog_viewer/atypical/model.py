@@ -185,15 +185,21 @@ def with_threshold(model: AtypicalNet, threshold: float) -> AtypicalNet:
     return model
 
 
+def shipped_model_path() -> Path:
+    """The file of the classifier midog-viewer ships (what detections are scored with by default)."""
+    from midog_viewer._resources import resource_path
+
+    return resource_path(*DEFAULT_MODEL)
+
+
 def load_classifier(path: str | Path | None = None) -> tuple[AtypicalNet, dict[str, Any]]:
     """Load a classifier checkpoint (the shipped one when ``path`` is None): model in eval mode, provenance."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
-    from midog_viewer._resources import resource_path
     from midog_viewer.detect.checkpoint import load_weights
 
-    path = Path(path) if path is not None else resource_path(*DEFAULT_MODEL)
+    path = Path(path) if path is not None else shipped_model_path()
     if not path.is_file():
         raise ModelError(f"atypical model file {path} does not exist.")
     try:

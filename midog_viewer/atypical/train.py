@@ -1,11 +1,13 @@
 """Training the atypical classifier: run folder, loop, validation, threshold tuning, cancel and resume.
 
-The run folder follows ``midog-viewer train``: ``run.json`` (settings, split), ``progress.jsonl`` (events
-``start``, ``step``, ``epoch``, ``cancelled``, ``done``; see :mod:`midog_viewer.train.progress`),
+The run folder follows ``midog-viewer train``: ``run.json`` (settings, data, split), ``progress.jsonl`` (events
+``start``, ``baseline`` when fine-tuning, ``step``, ``epoch``, ``cancelled``, ``done``; see
+:mod:`midog_viewer.train.progress`),
 ``last.safetensors`` per epoch, ``state.pt`` (plain tensors and numbers, read with ``weights_only=True``),
 ``metrics.json``, and at the end ``model.safetensors``: the last epoch with the threshold that maximises
 validation balanced accuracy (test-time augmentation as at inference). The loss weights atypical crops by
-the normal/atypical ratio of the training split.
+the normal/atypical ratio of the training split. Crops from review stores come as one more folder
+(:mod:`midog_viewer.atypical.reviewed` writes it inside the run).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ import torch
 from midog_viewer.atypical.augment import AugmentSettings, augment
 from midog_viewer.atypical.data import CONTEXT_MARGIN, LabelledCrop, labelled_crops, load_tensors, split_crops
 from midog_viewer.atypical.metrics import best_threshold, summary
-from midog_viewer.atypical.model import AtypicalConfig, AtypicalNet, predict_proba, save_classifier, with_threshold
+from midog_viewer.atypical.model import (AtypicalConfig, AtypicalNet, load_classifier, predict_proba, save_classifier,
+                                         with_threshold)
 from midog_viewer.detect.torch_file import load_weights_only
 from midog_viewer.errors import TrainingError
 from midog_viewer.formats import atomic
@@ -36,6 +39,8 @@ STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.safetensors"
 LAST_FILE = "last.safetensors"
+#: Entries of ``run.json`` a resumed run keeps as they were (where its data and its start came from).
+_CARRIED = ("init", "baseline", "stores", "reviewed_figures", "reviewed_atypical")
 
 
 @dataclass
@@ -86,6 +91,11 @@ class AtypicalResult:
         return self.run_dir / MODEL_FILE
 
 
+#: What a fine-tuning run changes in the recipe unless told: fewer epochs and a quarter of the learning rate, so
+#: a few hundred reviewed crops adjust the shipped classifier rather than overwrite what it learnt.
+FINE_TUNE_DEFAULTS = {"epochs": 10, "lr": 5e-4}
+
+
 def lr_at(step: int, steps_per_epoch: int, recipe: AtypicalRecipe) -> float:
     """Linear warm-up then cosine decay to zero over the run."""
     total = steps_per_epoch * recipe.epochs
@@ -96,7 +106,7 @@ def lr_at(step: int, steps_per_epoch: int, recipe: AtypicalRecipe) -> float:
 
 
 def train_atypical(
-    data_root: str | Path | None,
+    data_root: str | Path | Sequence[str | Path] | None,
     out_dir: str | Path,
     *,
     recipe: AtypicalRecipe | None = None,
@@ -104,38 +114,53 @@ def train_atypical(
     device: str = "cpu",
     resume: str | Path | None = None,
     limit: int | None = None,
+    init: str | Path | None = None,
+    record: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     echo: Callable[[dict[str, Any]], None] | None = None,
 ) -> AtypicalResult:
-    """Train on the rated crops of a ``real_mitosis`` folder and write the run folder ``out_dir``.
+    """Train on the rated crops of one or more ``real_mitosis``-style folders and write the run folder ``out_dir``.
 
     ``resume`` is an earlier run folder: its data, config and recipe are reused (``recipe`` may raise the
     epochs) and training continues at its saved step. ``limit`` keeps only the first N crops of each
-    source and class (for quick trials). Every check of the input happens before the first step.
+    source and class (for quick trials). ``init`` is a classifier checkpoint to fine-tune: its config and
+    weights are the start, and its own validation figures on this run's split are the ``baseline`` event
+    (the model being replaced, at its own threshold). ``record`` adds entries to ``run.json`` (where the
+    data came from). Every check of the input happens before the first step.
     """
     out_dir = Path(out_dir)
     previous = _load_run(Path(resume)) if resume is not None else None
     state = _load_state(Path(resume)) if resume is not None else None  # checked before run.json is rewritten
+    start_model = None
     if previous is not None:
-        data_root = data_root or previous["data_root"]
+        data_root = data_root or previous.get("data_roots") or previous["data_root"]
         config = config or AtypicalConfig.from_dict(previous["config"])
+        record = {k: v for k, v in previous.items() if k in _CARRIED} | (record or {})
         base = AtypicalRecipe.from_dict(previous["recipe"])
         recipe = dataclasses.replace(base, epochs=recipe.epochs) if recipe is not None else base
         limit = limit if limit is not None else previous.get("limit")
     elif (out_dir / STATE_FILE).exists():
         raise TrainingError(f"{out_dir} already holds a run; resume it with --resume {out_dir} or choose another --out.")
-    if data_root is None:
+    elif init is not None:
+        if config is not None:
+            raise TrainingError("a fine-tuned classifier keeps its network; give --init or a config, not both.")
+        start_model, _ = load_classifier(init)
+        config = start_model.config
+    if not data_root:
         raise TrainingError("no training data: give --data, a folder in the real_mitosis layout.")
     recipe, config = recipe or AtypicalRecipe(), config or AtypicalConfig()
     from midog_viewer.train.run import _device
 
     torch_device = _device(device)
-    root = Path(data_root)
-    crops = _limited(labelled_crops(root), limit)
+    root, crops = _crops_of([data_root] if isinstance(data_root, (str, Path)) else list(data_root))
+    crops = _limited(crops, limit)
     train_crops, val_crops = split_crops(crops, recipe.val_fraction, recipe.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    roots = [data_root] if isinstance(data_root, (str, Path)) else list(data_root)
     record = {
-        "data_root": str(root.resolve()), "limit": limit, "config": json.loads(config.to_json()),
+        "data_root": str(Path(roots[0]).resolve()), "data_roots": [str(Path(r).resolve()) for r in roots],
+        "limit": limit, "config": json.loads(config.to_json()),
+        "init": str(Path(init).resolve()) if init is not None else None, **(record or {}),
         "recipe": recipe.to_dict(), "device": str(torch_device), "resumed_from": str(resume) if resume else None,
         "split": {"rule": "by slide within each source (train.splits.validation_by_slide); slide-less sources train",
                   "val_files": [c.file for c in val_crops]},
@@ -143,8 +168,21 @@ def train_atypical(
     loop = _Loop(root, train_crops, val_crops, config, recipe, torch_device, out_dir, should_stop, echo)
     if state is not None:
         loop.restore(state)  # a state that does not fit is refused before anything in the run folder changes
+    elif start_model is not None:
+        loop.model.load_state_dict(start_model.state_dict())
+        record["baseline"] = loop.validate(tta=config.tta, threshold=config.threshold)
+    loop.baseline = record.get("baseline")
     atomic.write_text(out_dir / RUN_FILE, json.dumps(record, indent=1))
     return loop.run()
+
+
+def _crops_of(roots: list[str | Path]) -> tuple[Path, list[LabelledCrop]]:
+    """The rated crops of every folder, and the folder their ``file`` is relative to (several folders: the
+    files are absolute and that folder is the current one)."""
+    if len(roots) == 1:
+        return Path(roots[0]), labelled_crops(roots[0])
+    return Path(), [dataclasses.replace(c, file=str((Path(root) / c.file).resolve()))
+                    for root in roots for c in labelled_crops(root)]
 
 
 def _limited(crops: list[LabelledCrop], limit: int | None) -> list[LabelledCrop]:
@@ -183,6 +221,7 @@ class _Loop:
         self.progress = ProgressWriter(out_dir, echo)
         self.step = self.epoch = self.batch_in_epoch = 0
         self.history: list[dict[str, Any]] = []
+        self.baseline: dict[str, Any] | None = None  # the fine-tuned model's own figures before the first step
 
     def restore(self, state: dict[str, Any]) -> None:
         try:
@@ -210,6 +249,10 @@ class _Loop:
                             epochs=r.epochs, train_crops=len(self.train_crops), val_crops=len(self.val_crops),
                             train_atypical=int(self.train_y.sum()), val_atypical=int(sum(self.val_y)),
                             device=str(self.device))
+        if self.baseline is not None and self.step == 0:
+            self.progress.write("baseline", threshold=self.baseline["threshold"], val=self.baseline,
+                                val_balanced_accuracy=self.baseline["all"]["balanced_accuracy"],
+                                val_auroc=self.baseline["all"]["auroc"])
         started, steps_at_start, window, window_n = time.monotonic(), self.step, 0.0, 0
         while self.epoch < r.epochs:
             batches = epoch_batches(len(self.train_crops), r.batch_size, r.seed, self.epoch)
@@ -252,15 +295,16 @@ class _Loop:
         self.optimizer.step()
         return float(loss.detach())
 
-    def validate(self, tta: bool) -> dict[str, Any]:
-        """Validation p_atypical → the balanced-accuracy-maximising threshold and the figures at it."""
+    def validate(self, tta: bool, threshold: float | None = None) -> dict[str, Any]:
+        """Validation p_atypical → the figures at ``threshold`` (None: the balanced-accuracy-maximising one)."""
         scores = []
         for start in range(0, len(self.val_x), 256):
             x = self.val_x[start : start + 256].float().div(255.0).to(self.device)
             scores.append(predict_proba(self.model, x, tta=tta).cpu())
         self.model.train()
         p = torch.cat(scores).tolist()
-        threshold, _ = best_threshold(self.val_y, p)
+        if threshold is None:
+            threshold, _ = best_threshold(self.val_y, p)
         return summary(self.val_y, p, self.val_sources, threshold)
 
     def _end_epoch(self) -> None:
@@ -293,7 +337,7 @@ class _Loop:
     def _write_metrics(self, status: str, final: dict[str, Any] | None) -> None:
         metrics = {"status": status, "epochs_done": self.epoch, "step": self.step,
                    "metric": "balanced accuracy at the validation-chosen threshold; AUROC",
-                   "final_tta": final, "history": self.history}
+                   "final_tta": final, "baseline": self.baseline, "history": self.history}
         atomic.write_text(self.out_dir / METRICS_FILE, json.dumps(metrics, indent=1))
 
 

@@ -134,7 +134,6 @@ def images_from_review_store(db_path: str | Path) -> list[LabelledImage]:
                 keep = np.array([lab is not None for lab in labels], dtype=bool)
                 if not keep.any():
                     continue
-                path = Path(slide.path)
                 records.append(
                     LabelledImage(
                         key=f"{db_path.name}:{slide.id}:{slide.name}",
@@ -143,12 +142,18 @@ def images_from_review_store(db_path: str | Path) -> list[LabelledImage]:
                         width=int(slide.width or 0),
                         height=int(slide.height or 0),
                         mpp=float(slide.mpp or 0.0),
-                        path=path if path.is_absolute() else db_path.parent / path,
+                        path=slide_file(db_path, slide.path),
                     )
                 )
             return records
     except MidogError as exc:
         raise TrainingError(f"cannot use review database {db_path}: {exc}") from exc
+
+
+def slide_file(db_path: Path, slide_path: str) -> Path:
+    """Where a store's slide file is: its stored path, or (a bare name an import registered) beside the store."""
+    path = Path(slide_path)
+    return path if path.is_absolute() else db_path.parent / path
 
 
 def training_label(status: str, label: str) -> int | None:
