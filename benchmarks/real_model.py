@@ -12,7 +12,8 @@ model through the product's detector on every validation crop, and prints, at th
   labelled look-alikes (hard negatives) that got a box;
 * detections per mm² of tissue on the right 40 % of the real CMU-1 SVS (skin, no mitosis labelled: an upper bound of the false
   positive rate on ordinary real tissue outside the training data), run as ``midog-viewer detect`` runs;
-* a threshold sweep: mosaic recall, CMU-1 detections/mm² and the field F1 the two imply;
+* a threshold sweep: mosaic recall, the small crops' recall and share of look-alikes boxed, CMU-1
+  detections/mm² and the field F1 mosaic recall and CMU-1 imply;
 * CPU seconds per 512 px tile against a baseline from the same run (reading + stain normalisation only).
 
     python benchmarks/real_model.py [--model CKPT] [--json OUT.json] [--stated-spacing]
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     # Mosaics of each source's crops: 4 x 4 of the 128 px crops, as the held-out crop target is scored; the
     # smaller crops of the other sources as many as fill the same 512 px. Mixed in order (seeded), so a
     # mosaic of a source with background crops holds both.
-    mosaic_rows, mosaic_found = {}, []
+    mosaic_rows, mosaic_found, small_found = {}, [], []
     for source in sorted({im.source for im in split.val}):
         crops = [im for im in split.val if im.source == source and im.pixels is not None]
         if not crops:
@@ -173,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         scores = midog_scores(built, found, threshold)
         if side == 128:  # the crop target's own form: the sweep uses these
             mosaic_found.append((built, found, len(crops)))
+        else:
+            small_found.append((built, found))
         boxed, negatives = lookalikes_boxed(built, found, threshold)
         mosaic_rows[source] = {
             "crops": len(crops),
@@ -211,7 +214,15 @@ def main(argv: list[str] | None = None) -> int:
         recall = tp / max(tp + fn, 1)
         per_mm2 = float((svs_scores >= thr).sum()) / tissue_mm2
         d = REFERENCE_MITOSES_PER_MM2
+        small_tp = small_n = boxed = negatives = 0
+        for images, found in small_found:
+            sc = midog_scores(images, found, thr)
+            small_tp, small_n = small_tp + sc["tp"], small_n + sc["tp"] + sc["fn"]
+            b, n = lookalikes_boxed(images, found, thr)
+            boxed, negatives = boxed + b, negatives + n
         sweep.append({"threshold": thr, "mosaic_recall": recall, "other_detections_per_crop": fp / max(crops, 1),
+                      "small_crop_recall": small_tp / max(small_n, 1),
+                      "lookalikes_boxed_share": boxed / max(negatives, 1),
                       "cmu1_detections_per_mm2": per_mm2,
                       "field_f1_implied": 2 * recall * d / (recall * d + d + per_mm2)})
 
@@ -260,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
               f"look-alikes boxed {row['lookalikes_boxed']}/{row['lookalikes']}")
     print(f"CMU-1 SVS, right 40 % ({tissue_mm2:.2f} mm² of tissue, no mitosis labelled): "
           f"{figures['cmu1_detections_at_threshold']} boxes at >= {threshold:.2f}")
-    print(f"{'thr':>5s} {'mosaic recall':>13s} {'other/crop':>10s} {'CMU-1 /mm2':>10s} {'implied field F1':>16s}")
+    print(f"{'thr':>5s} {'mosaic recall':>13s} {'other/crop':>10s} {'small-crop recall':>17s} "
+          f"{'look-alikes boxed':>17s} {'CMU-1 /mm2':>10s} {'implied field F1':>16s}")
     for row in sweep:
         print(f"{row['threshold']:5.2f} {row['mosaic_recall']:13.3f} {row['other_detections_per_crop']:10.3f} "
+              f"{row['small_crop_recall']:17.3f} {row['lookalikes_boxed_share']:17.3f} "
               f"{row['cmu1_detections_per_mm2']:10.2f} {row['field_f1_implied']:16.3f}")
     print(f"CPU per 512 px tile: {per_tile:.2f} s (read + stain fit alone {baseline:.3f} s; ratio {figures['ratio']:.1f})")
     if args.json:
