@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     mitotic = np.array([detector.class_names[int(k)] == "mitotic figure" for k in on_svs.labels], bool)
     svs_scores = on_svs.scores[mitotic] if len(on_svs.scores) else np.zeros(0)
     sweep = []
-    for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+    for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97):
         tp = fn = fp = crops = 0
         for images, found, n in mosaic_found:
             sc = midog_scores(images, found, thr)
