@@ -68,14 +68,19 @@ def test_an_undone_subtype_decision_is_no_label_and_a_store_named_twice_counts_o
     assert len(reviewed_figures([db, Path(str(db)), other])) == 3 * len(LABELLED) + 1
 
 
-def test_a_training_crop_is_what_the_model_sees_at_detection(reviewed, tmp_path):
-    db, slides, _ = reviewed
+def _crop_folder(db, tmp_path):
+    """The shipped classifier, its config, the reviewed figures of ``db``, their crop folder and its images.csv rows."""
     model = load_classifier()[0]
-    cfg = model.config
     figures = reviewed_figures([db])
-    root = write_crop_folder(figures, tmp_path / "crops", cfg)
+    root = write_crop_folder(figures, tmp_path / "crops", model.config)
     with (root / "images.csv").open() as fh:
         images = list(csv.DictReader(fh))
+    return model, model.config, figures, root, images
+
+
+def test_a_training_crop_is_what_the_model_sees_at_detection(reviewed, tmp_path):
+    db, slides, _ = reviewed
+    model, cfg, figures, root, images = _crop_folder(db, tmp_path)
     with (root / "objects.csv").open() as fh:
         objects = list(csv.DictReader(fh))
     assert len(images) == len(objects) == len(figures) == 3 * len(LABELLED)
@@ -229,12 +234,7 @@ def test_on_a_real_slide_of_another_spacing_the_crop_is_the_detection_crop(share
         slide = store.add_slide(svs)
         store.add_annotations(slide, np.array([[x - 10, y - 10, x + 10, y + 10] for x, y in centres]),
                               [MITOTIC_FIGURE] * 3, "gt.json", atypical=[1, 0, 1])
-    model = load_classifier()[0]
-    cfg = model.config
-    figures = reviewed_figures([db])
-    root = write_crop_folder(figures, tmp_path / "crops", cfg)
-    with (root / "images.csv").open() as fh:
-        images = list(csv.DictReader(fh))
+    model, cfg, figures, root, images = _crop_folder(db, tmp_path)
     slide = open_slide(svs)
     assert [float(row["mpp"]) for row in images] == pytest.approx([slide.mpp] * 3)
     for figure, image in zip(figures, images):
