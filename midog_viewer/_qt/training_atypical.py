@@ -29,7 +29,7 @@ class RunKind:
 
 
 DETECTOR = RunKind("train", "val_f1", "validation F1", "best.safetensors")
-ATYPICAL = RunKind("train-atypical", "val_balanced_accuracy", "validation balanced accuracy", "model.safetensors")
+ATYPICAL = RunKind("train-atypical", "val_balanced_accuracy", "balanced accuracy", "model.safetensors")
 #: Epochs of a fine-tuning run unless changed (``train-atypical``'s own default when fine-tuning).
 FINE_TUNE_EPOCHS = 10
 

@@ -218,6 +218,11 @@ class TrainingWidget(QWidget):
         self.coco_rows.setVisible(not atypical)
         self.detector_rows.setVisible(not atypical)
         self.atypical_options.setVisible(atypical)
+        self.extra_edit.setPlaceholderText("e.g. --lr 0.0005 --batch-size 32" if atypical
+                                           else "e.g. --tune-threshold --random-patches 8 --lr 0.005")
+        if not self.is_running():  # the plots' axes name what the chosen run reports
+            self.kind = ATYPICAL if atypical else DETECTOR
+            self._draw_plots()
 
     def _with_browse(self, edit: QLineEdit, handler) -> QWidget:
         row = QWidget()

@@ -60,12 +60,16 @@ def test_choosing_the_classifier_shows_its_settings(qtbot, tmp_path, monkeypatch
     widget.show()
     assert widget.atypical_options.isVisible() and not widget.coco_rows.isVisible()
     assert not widget.detector_rows.isVisible()
+    # before any run, the plot and the extra options speak of what is chosen
+    assert widget.f1_axes.get_ylabel() == "balanced accuracy"
+    assert "--tune-threshold" not in widget.extra_edit.placeholderText()
     widget.set_current_store(_reviewed_store(tmp_path))
     request = widget.request()
     assert isinstance(request, AtypicalRequest) and request.stores == [tmp_path / "reviews.sqlite"]
     widget.target_box.setCurrentIndex(0)
     assert widget.coco_rows.isVisible() and not widget.atypical_options.isVisible()
     assert widget.request().arguments()[0] == "train"
+    assert widget.f1_axes.get_ylabel() == "validation F1" and "--tune-threshold" in widget.extra_edit.placeholderText()
 
 
 @pytest.mark.slow
@@ -83,7 +87,7 @@ def test_the_panel_retrains_the_classifier_on_the_current_store_and_hands_it_on(
     text = widget.result_label.text()
     assert "current classifier" in text and "new classifier" in text and "balanced accuracy" in text
     assert widget.loss_axes.lines and widget.f1_axes.lines  # the loss per step; the figure per epoch and the old one's
-    assert widget.f1_axes.get_ylabel() == "validation balanced accuracy"
+    assert widget.f1_axes.get_ylabel() == "balanced accuracy"
     with qtbot.waitSignal(widget.classifier_ready, timeout=1000) as signal:
         widget.use_button.click()
     assert signal.args == [str(widget.run_dir / "model.safetensors")]
