@@ -3,12 +3,12 @@ box with a legend, boxes visible at whole-slide zoom, a fixed physical field per
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 from conftest import add_slide_layer
+from midog_label_files import midog_json
 from qtpy.QtWidgets import QLabel
 
 from midog_viewer._qt.hpf_layers import CURRENT_HPF_COLOUR, HOTSPOT_COLOUR, OUTLINES_NAME
@@ -74,15 +74,8 @@ def test_a_moved_slide_reopens_with_its_review_and_the_dock_says_where_it_was(
 
 
 def _labels_json(path, images: dict[str, int]):
-    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "mitotic figure"}]}
-    for image_id, (name, n) in enumerate(images.items(), start=1):
-        doc["images"].append({"id": image_id, "file_name": name, "width": 1024, "height": 768})
-        for k in range(n):
-            box = [100 + 150 * k, 100 + 100 * k, 150 + 150 * k, 150 + 100 * k]
-            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_id, "bbox": box,
-                                       "category_id": 1})
-    path.write_text(json.dumps(doc))
-    return path
+    """Labels for 1024 x 768 images, the boxes inside the small HPF."""
+    return midog_json(path, images, size=(1024, 768), step=(150, 100))
 
 
 def test_import_brings_the_open_slides_labels_only_unless_all_are_asked_for(

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from midog_viewer.errors import ReviewStoreError
 from midog_viewer.review.importing import import_file, summary_line
 from midog_viewer.review import ReviewStore
-
-
-def midog_json(path, images: dict[str, int]):
-    """A MIDOG-style JSON: each image gets ``n`` 50 px mitotic-figure boxes along a diagonal."""
-    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "mitotic figure"}]}
-    for image_id, (name, n) in enumerate(images.items(), start=1):
-        doc["images"].append({"id": image_id, "file_name": name, "width": 4000, "height": 4000})
-        for k in range(n):
-            box = [100 + 200 * k, 100 + 200 * k, 150 + 200 * k, 150 + 200 * k]
-            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_id, "bbox": box,
-                                       "category_id": 1})
-    path.write_text(json.dumps(doc))
-    return path
+from midog_label_files import midog_json
 
 
 def test_only_the_open_slides_labels_come_in(tmp_path):
