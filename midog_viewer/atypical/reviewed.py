@@ -132,25 +132,18 @@ def write_crop_folder(figures: Sequence[ReviewedFigure], root: str | Path, confi
         by_slide.setdefault(figure.path, []).append(figure)
     for path, part in by_slide.items():
         try:
-            slide = open_slide(path)
+            with open_slide(path) as slide:
+                for f in part:
+                    rgb, mpp = field_of_view(slide, f.x, f.y, config.input_px, config.mpp, CONTEXT_MARGIN,
+                                             mpp=slide.mpp or f.mpp)
+                    name = f"{REVIEWED_FOLDER}/{stores[f.store]}-{Path(f.slide).stem}-{f.kind}-{f.object_id}.png"
+                    Image.fromarray(np.ascontiguousarray(rgb[..., :3])).save(root / name)
+                    height, width = rgb.shape[:2]
+                    images.append([name, REVIEWED_SOURCE, f.slide, mpp, width, height, "", str(f.store), f.kind,
+                                   f.object_id, f.x, f.y])
+                    objects.append([name, width / 2, height / 2, MITOTIC_FIGURE, f.atypical])
         except MidogError as exc:
             raise TrainingError(f"cannot read slide {path}: {exc}") from exc
-        try:
-            for f in part:
-                rgb, mpp = field_of_view(slide, f.x, f.y, config.input_px, config.mpp, CONTEXT_MARGIN,
-                                         mpp=getattr(slide, "mpp", None) or f.mpp)
-                name = f"{REVIEWED_FOLDER}/{stores[f.store]}-{Path(f.slide).stem}-{f.kind}-{f.object_id}.png"
-                Image.fromarray(np.ascontiguousarray(rgb[..., :3])).save(root / name)
-                height, width = rgb.shape[:2]
-                images.append([name, REVIEWED_SOURCE, f.slide, mpp, width, height, "", str(f.store), f.kind,
-                               f.object_id, f.x, f.y])
-                objects.append([name, width / 2, height / 2, MITOTIC_FIGURE, f.atypical])
-        except MidogError as exc:
-            raise TrainingError(f"cannot read slide {path}: {exc}") from exc
-        finally:
-            close = getattr(slide, "close", None)
-            if close is not None:
-                close()
     with atomic.open_text(root / "images.csv", newline="") as fh:
         csv.writer(fh).writerows([["file", "source", "slide", "mpp", "width", "height", "licence", "store", "kind",
                                    "object_id", "x", "y"], *images])
