@@ -64,13 +64,15 @@ def corrected_table(data: Path, out: Path, corrections: dict[str, float]) -> Pat
 
 def lookalikes_boxed(images, predictions, threshold: float) -> tuple[int, int]:
     """(hard negatives with a "mitotic figure" box ≥ threshold within the hit radius, hard negatives)."""
+    from midog_viewer.classes import CLASS_NAMES, HARD_NEGATIVE, MITOTIC_FIGURE
     from midog_viewer.evaluate import RADIUS_UM
 
+    negative, mitotic = CLASS_NAMES.index(HARD_NEGATIVE), CLASS_NAMES.index(MITOTIC_FIGURE)
     boxed = total = 0
     for image, found in zip(images, predictions):
-        negatives = image.boxes[image.labels == 1]
+        negatives = image.boxes[image.labels == negative]
         total += len(negatives)
-        keep = (found.labels == 0) & (found.scores >= threshold)
+        keep = (found.labels == mitotic) & (found.scores >= threshold)
         if not len(negatives) or not keep.any():
             continue
         centres = (negatives[:, :2] + negatives[:, 2:]) / 2
