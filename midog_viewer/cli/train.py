@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "crops (default with --points: 512; 0: off)")
     run.add_argument("--hed-jitter", type=float, metavar="S", help="stain augmentation strength (e.g. 0.05; default 0)")
     run.add_argument("--blur", type=float, metavar="P", help="probability of a Gaussian blur (default 0)")
+    run.add_argument("--blur-sigma", type=float, metavar="PX",
+                     help="largest blur sigma in px (default 1.5), for scans further out of focus")
+    run.add_argument("--repeat", action="append", default=[], metavar="SOURCE=K",
+                     help="crops of this source (as named in --image-table) K times per epoch, for a small source "
+                          "the model underfits (repeatable; crop mosaics only)")
     run.add_argument("--jpeg", type=float, metavar="P", help="probability of JPEG re-compression (default 0)")
     run.add_argument("--scale-jitter", type=float, metavar="F",
                      help="resize patches by up to ± this share (default 0.25), so the model meets scans whose "
@@ -171,6 +176,8 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "stain_normalise": False if args.no_stain else None,
         "hed_jitter": args.hed_jitter,
         "blur_probability": args.blur,
+        "blur_max_sigma": args.blur_sigma,
+        "source_repeats": _source_repeats(args.repeat),
         "jpeg_probability": args.jpeg,
         "val_field_mitoses_per_mm2": args.field_density,
         "mosaic_side": args.mosaic,
@@ -191,6 +198,21 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         overrides.setdefault("mosaic_side", 512)
         overrides.setdefault("val_field_mitoses_per_mm2", REFERENCE_MITOSES_PER_MM2)
     return recipe_cls(**overrides)
+
+
+def _source_repeats(values: list[str]) -> dict[str, int] | None:
+    """``--repeat SOURCE=K`` options as the recipe's source repeats (None when none is given)."""
+    if not values:
+        return None
+    from midog_viewer.errors import TrainingError
+
+    repeats: dict[str, int] = {}
+    for value in values:
+        source, sep, times = value.rpartition("=")
+        if not sep or not source.strip() or not times.strip().isdigit():
+            raise TrainingError(f"--repeat takes SOURCE=K with K a whole number, not {value!r}.")
+        repeats[source.strip()] = int(times)
+    return repeats
 
 
 def _scale_step(args: argparse.Namespace) -> int | None:

@@ -13,7 +13,7 @@ validation mosaics are fixed, one source and pixel spacing each, and know their 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -108,9 +108,10 @@ def validation_mosaics(images: Sequence[LabelledImage], side: int = MOSAIC_SIDE)
 class MosaicDataset(torch.utils.data.Dataset):
     """Training mosaics of crops (same contract as :class:`~midog_viewer.train.patches.PatchDataset`).
 
-    Every crop appears in exactly one mosaic per epoch; :meth:`set_epoch` reshuffles which, and each
-    crop's turn, reproducibly from the seed. ``stain`` (per crop) and ``augment`` (per mosaic) follow the
-    recipe as for patches.
+    Every crop appears in exactly one mosaic per epoch (a crop of a source in ``repeats`` that many times,
+    in different mosaics where it can); :meth:`set_epoch` reshuffles which, and each crop's turn,
+    reproducibly from the seed. ``stain`` (per crop) and ``augment`` (per mosaic) follow the recipe as for
+    patches.
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class MosaicDataset(torch.utils.data.Dataset):
         augment: Callable | None = None,
         stain: Callable[[LabelledImage, np.ndarray], np.ndarray] | None = None,
         seed: int = 0,
+        repeats: Mapping[str, int] | None = None,
     ) -> None:
         self.images = list(images)
         missing = [im.key for im in self.images if im.pixels is None]
@@ -128,6 +130,7 @@ class MosaicDataset(torch.utils.data.Dataset):
             raise ValueError(f"mosaics need images held in memory; {missing[0]} is not")
         self.side, self.augment, self.stain, self.seed = side, augment, stain, seed
         self.by_cell = _groups(self.images, lambda im: (_cell(im),))
+        self.repeats = dict(repeats or {})
         self.epoch = 0
         self.set_epoch(0)
 
@@ -137,8 +140,11 @@ class MosaicDataset(torch.utils.data.Dataset):
         self.plan: list[tuple[int, list[int], list[tuple[int, bool]]]] = []
         for (cell,), members in sorted(self.by_cell.items()):
             grid = max(1, self.side // cell)
-            order = list(members)
-            rng.shuffle(order)
+            order = []
+            for round_ in range(max([1, *self.repeats.values()])):  # round by round: copies in different mosaics
+                batch = [i for i in members if self.repeats.get(self.images[i].source, 1) > round_]
+                rng.shuffle(batch)
+                order += batch
             for start in range(0, len(order), grid * grid):
                 chunk = order[start : start + grid * grid]
                 turns = [(rng.randrange(4), rng.random() < 0.5) for _ in chunk]

@@ -60,11 +60,16 @@ class Recipe:
     #: Stain augmentation in haematoxylin/eosin/DAB space (Tellez et al. 2018): each stain's amount is scaled by
     #: 1 ± this and shifted by ± this (0 = off). Teaches the model other labs' and scanners' stains.
     hed_jitter: float = 0.0
-    #: Probability of a Gaussian blur (sigma 0.1-1.5 px), as from a scanner slightly out of focus.
+    #: Probability of a Gaussian blur (sigma 0.1 px to ``blur_max_sigma``), as from a scanner slightly out of focus.
     blur_probability: float = 0.0
+    #: Largest blur sigma in px (at the patch's own scale).
+    blur_max_sigma: float = 1.5
     #: Probability of JPEG re-compression at quality 50-95, as in scanners' tile formats.
     jpeg_probability: float = 0.0
     stain_normalise: bool = True
+    #: For crop data sets: crops of these sources appear this many times per epoch (each time turned, placed
+    #: and augmented anew), so a small source the model underfits weighs more. Names as in the image table.
+    source_repeats: dict[str, int] = field(default_factory=dict)
     #: Mixed precision; used only on CUDA.
     amp: bool = True
     seed: int = 0
@@ -107,6 +112,12 @@ class Recipe:
             raise TrainingError(f"the HED jitter must lie in [0, 1), not {self.hed_jitter}.")
         if not (0.0 <= self.blur_probability <= 1.0 and 0.0 <= self.jpeg_probability <= 1.0):
             raise TrainingError("blur and JPEG probabilities must lie in [0, 1].")
+        if not (math.isfinite(self.blur_max_sigma) and 0.1 < self.blur_max_sigma <= 5.0):
+            raise TrainingError(f"the largest blur sigma must lie in (0.1, 5] px, not {self.blur_max_sigma}.")
+        self.source_repeats = dict(self.source_repeats)
+        for source, times in self.source_repeats.items():
+            if isinstance(times, bool) or not isinstance(times, int) or not 1 <= times <= 100:
+                raise TrainingError(f"a source's repeats must be a whole number in 1-100, not {times!r} for {source!r}.")
 
     @property
     def scales(self) -> tuple[int, ...]:
@@ -182,7 +193,7 @@ class Augmenter:
         if r.jpeg_probability and _coin(generator) < r.jpeg_probability:
             img = tv_tensors.wrap(F.jpeg(img.as_subclass(torch.Tensor), int(50 + 45 * _coin(generator))), like=img)
         if r.blur_probability and _coin(generator) < r.blur_probability:
-            sigma = 0.1 + 1.4 * _coin(generator)
+            sigma = 0.1 + (r.blur_max_sigma - 0.1) * _coin(generator)
             img = F.gaussian_blur(img, [2 * math.ceil(2 * sigma) + 1] * 2, [sigma, sigma])
         # ColorJitter draws from torch's global generator: seed it from ours so runs are reproducible.
         with torch.random.fork_rng(devices=[]):

@@ -142,6 +142,15 @@ def training_mpp(images: Sequence[LabelledImage], default: float | None) -> floa
     return round(float(statistics.median(known)), 4) if known else default
 
 
+def _check_repeated_sources(repeats: dict[str, int], images: Sequence[LabelledImage]) -> None:
+    """Every source named in ``repeats`` holds training images (a misspelt name would repeat nothing)."""
+    known = {im.source for im in images}
+    unknown = sorted(set(repeats) - known)
+    if unknown:
+        names = ", ".join(repr(s) for s in sorted(known, key=str) if s) or "none"
+        raise TrainingError(f"no training image is of source {unknown[0]!r} to repeat; the sources are: {names}.")
+
+
 class _Loop:
     """The state of a run between steps (kept together so cancel and resume see the same picture)."""
 
@@ -162,9 +171,13 @@ class _Loop:
         self.model_config = model_config
         self.stain = ImageStain() if recipe.stain_normalise else None
         self.val_images = split.val
+        if recipe.source_repeats and not recipe.mosaic_side:
+            raise TrainingError("source repeats apply to crop mosaics only (--points with --mosaic).")
         if recipe.mosaic_side:
+            _check_repeated_sources(recipe.source_repeats, split.train)
             self.dataset = MosaicDataset(
-                split.train, recipe.mosaic_side, augment=Augmenter(recipe), stain=self.stain, seed=recipe.seed
+                split.train, recipe.mosaic_side, augment=Augmenter(recipe), stain=self.stain, seed=recipe.seed,
+                repeats=recipe.source_repeats,
             )
             self.val_images = validation_mosaics(split.val, recipe.mosaic_side)
         else:

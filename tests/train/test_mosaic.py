@@ -42,6 +42,22 @@ def test_training_mosaics_hold_every_crop_once_per_epoch_and_reshuffle():
     assert [chunk for _, chunk, _ in dataset.plan] == first
 
 
+def test_a_repeated_source_appears_that_many_times_per_epoch_in_different_mosaics():
+    crops = [_crop(f"a{i}", source="A") for i in range(40)] + [_crop(f"b{i}", source="B") for i in range(4)]
+    dataset = MosaicDataset(crops, 512, seed=3, repeats={"B": 3})
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        homes: dict[int, list[int]] = {}
+        for mosaic, (_, chunk, _) in enumerate(dataset.plan):
+            for index in chunk:
+                homes.setdefault(index, []).append(mosaic)
+        assert sorted(homes) == list(range(44))
+        assert all(len(homes[i]) == 1 for i in range(40))  # an unrepeated source: once, as before
+        assert all(len(homes[i]) == 3 for i in range(40, 44))
+        assert sum(len(set(homes[i])) for i in range(40, 44)) >= 10  # copies spread over mosaics, not stacked
+    assert len(dataset) == -(-(40 + 12) // 16)
+
+
 def test_validation_mosaics_keep_sources_apart_and_only_full_rows():
     crops = [_crop(f"a{i}", source="A") for i in range(18)] + [_crop(f"b{i}", source="B", mpp=0.23) for i in range(4)]
     mosaics = validation_mosaics(crops, 512)

@@ -176,3 +176,23 @@ def test_the_train_command_refuses_bad_points_in_one_line_before_training(crop_s
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and message in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("repeat", "message"),
+    [
+        ("lab B=3", "no training image is of source 'lab B' to repeat; the sources are: 'lab A'"),
+        ("lab A", "--repeat takes SOURCE=K"),
+        ("lab A=many", "--repeat takes SOURCE=K"),
+        ("lab A=0", "a source's repeats must be a whole number in 1-100"),
+    ],
+)
+def test_the_train_command_refuses_a_bad_source_repeat_before_training(crop_set, tmp_path, capsys, repeat, message):
+    from midog_viewer.cli import main
+
+    images_dir, table, points = crop_set
+    code = main(["train", "--points", str(points), "--image-table", str(table), "--images", str(images_dir),
+                 "--config", "tiny", "--repeat", repeat, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and message in err
+    assert not (tmp_path / "run").exists()

@@ -117,6 +117,18 @@ def test_relative_scales_never_enlarge_a_crop_to_a_patch():
     assert min(sides) >= 96 and max(sides) <= 160 and len(sides) > 1  # 0.75-1.25 of the crop, not 384-640 px
 
 
+def test_a_larger_blur_sigma_blurs_more():
+    image = torch.randint(0, 256, (3, 96, 96), dtype=torch.uint8)
+    nothing = (torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64))
+    spread = []
+    for sigma in (1.5, 4.0):
+        augment = Augmenter(Recipe(blur_probability=1.0, blur_max_sigma=sigma, brightness=0, contrast=0,
+                                   saturation=0, hue=0, crop_probability=0, scales_each_side=0, relative_scales=True))
+        outs = [augment(image, *nothing, torch.Generator().manual_seed(seed))[0] for seed in range(12)]
+        spread.append(float(torch.stack([o.std() for o in outs]).mean()))
+    assert spread[1] < spread[0] < float(image.float().std())
+
+
 def test_stain_blur_and_jpeg_augmentation_keep_the_image_valid_and_vary_it():
     from midog_viewer.train.recipe import hed_jitter
 
@@ -128,6 +140,8 @@ def test_stain_blur_and_jpeg_augmentation_keep_the_image_valid_and_vary_it():
     augment = Augmenter(Recipe(hed_jitter=0.05, blur_probability=1.0, jpeg_probability=1.0, relative_scales=True))
     out, _, _ = augment(image, torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64), torch.Generator().manual_seed(1))
     assert out.dtype == torch.float32 and out.shape[0] == 3 and 0 <= float(out.min()) <= float(out.max()) <= 255
-    for bad in (dict(hed_jitter=1.5), dict(blur_probability=2.0), dict(val_field_mitoses_per_mm2=0.0)):
+    for bad in (dict(hed_jitter=1.5), dict(blur_probability=2.0), dict(val_field_mitoses_per_mm2=0.0),
+                dict(blur_max_sigma=0.0), dict(blur_max_sigma=float("nan")), dict(source_repeats={"A": 0}),
+                dict(source_repeats={"A": 2.5})):
         with pytest.raises(TrainingError):
             Recipe(**bad)
