@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-stain", action="store_true", help="skip Macenko stain normalisation (default: as the model was trained)")
     parser.add_argument("--no-resample", action="store_true",
                         help="read tiles as they are, even if the slide's µm/px differs from the model's")
+    parser.add_argument("--mpp", type=float, metavar="UM",
+                        help="µm per pixel of SLIDE, for an image whose file records none (a PNG or JPEG frame: "
+                             "else read at the model's spacing) or records a wrong one")
     parser.add_argument("--batch-size", type=int, metavar="N", help="tiles per batch (default: by memory)")
     parser.add_argument("--atypical-model", metavar="CKPT",
                         help="atypical classifier .safetensors for p_atypical (default: the shipped model)")
@@ -55,6 +58,14 @@ def parse_region(text: str | None) -> tuple[int, int, int, int] | None:
     return values  # type: ignore[return-value]
 
 
+def check_mpp(mpp: float | None) -> None:
+    """A ``--mpp`` given must be a plausible microscope pixel spacing (0.05-50 µm/px)."""
+    from midog_viewer.errors import SlideError
+
+    if mpp is not None and not 0.05 <= mpp <= 50.0:  # also refuses NaN
+        raise SlideError(f"--mpp must be a pixel spacing of 0.05-50 µm per pixel, not {mpp}.")
+
+
 def _progress(done: int, total: int) -> None:
     filled = int(_BAR_WIDTH * done / max(total, 1))
     end = "\n" if done >= total else ""
@@ -64,6 +75,7 @@ def _progress(done: int, total: int) -> None:
 
 def handle_detect(args: argparse.Namespace) -> int:
     from midog_viewer.detect import Detections, Detector
+    from midog_viewer.detect.engine import clip_region
     from midog_viewer.errors import AnnotationFormatError
     from midog_viewer.io import open_slide
 
@@ -74,6 +86,7 @@ def handle_detect(args: argparse.Namespace) -> int:
         raise AnnotationFormatError(f"--out must end in .json or .csv, not {out.name!r}.")
     atomic.check_target(out)  # a bad output is refused before hours of detection, not after
     region = parse_region(args.region)
+    check_mpp(args.mpp)
     atypical = None
     if not args.no_atypical:
         from midog_viewer.atypical import load_classifier
@@ -92,6 +105,12 @@ def handle_detect(args: argparse.Namespace) -> int:
     )
     open_slide(args.slide).close()  # an unreadable slide is refused before the model loads
     with open_slide(args.slide) as slide:
+        clip_region(slide, region)  # a region outside the slide is refused before any notice
+        if args.mpp is not None:
+            slide.mpp = args.mpp
+        elif slide.mpp is None and detector.resample and detector.model_mpp:
+            print(f"{Path(args.slide).name} records no pixel spacing: read at the model's {detector.model_mpp:.3f} "
+                  "µm/px; give --mpp if it was scanned at another", file=sys.stderr)
         zoom = detector.zoom_for(slide)
         if zoom != 1.0:
             print(f"slide at {slide.mpp:.3f} µm/px, model at {detector.model_mpp:.3f} µm/px: tiles resampled x{zoom:.2f}",

@@ -68,10 +68,29 @@ def test_a_20x_tiff_is_resampled_to_the_models_spacing_and_says_so(tiny_checkpoi
     assert json.loads(out.read_text())["resample_zoom"] == 1.0
 
 
+def test_an_image_without_a_pixel_spacing_says_how_it_is_read_and_takes_mpp(tiny_checkpoint, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    frame = tmp_path / "frame.png"  # a PNG frame records no µm/px
+    Image.fromarray(np.full((300, 400, 3), 230, np.uint8)).save(frame)
+    out = tmp_path / "dets.json"
+    assert main(["detect", str(frame), "--model", str(tiny_checkpoint), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "frame.png records no pixel spacing: read at the model's 0.250 µm/px; give --mpp" in err
+    assert json.loads(out.read_text())["resample_zoom"] == 1.0
+    assert main(["detect", str(frame), "--model", str(tiny_checkpoint), "--mpp", "0.5", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "records no pixel spacing" not in err and "tiles resampled x2.00" in err and "4/4 tiles" in err
+    assert json.loads(out.read_text())["resample_zoom"] == 2.0
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [
         ("bad-model", "cannot read"),
+        ("mpp-zero", "--mpp must be a pixel spacing of 0.05-50"),
+        ("mpp-nan", "--mpp must be a pixel spacing of 0.05-50"),
         ("region-outside", "outside the slide"),
         ("region-malformed", "four integers"),
         ("non-rgb", ""),
@@ -93,6 +112,8 @@ def test_bad_input_is_one_line_and_exit_2(case, message, shared_data, tiny_check
         args[1] = str(shared_data / "slides" / "smalltif.tif")
     elif case == "bad-extension":
         args[-1] = str(tmp_path / "o.txt")
+    elif case.startswith("mpp-"):
+        args += ["--mpp", case.removeprefix("mpp-").replace("zero", "0")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("midog-viewer: error:")
