@@ -27,7 +27,7 @@ from real_model import CMU1_TRAINING_SHARE  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 IMAGES = ("slides/CMU-1-Small-Region.svs", "tiles/tiatoolbox_target_image.png", "tiles/stardist_histo.jpg",
           "tiles/wsidicom_test_tile.png")
-THRESHOLDS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.95)
+THRESHOLDS = (0.5, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
 def main() -> int:
