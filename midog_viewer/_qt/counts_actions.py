@@ -1,4 +1,5 @@
-"""What the counts panel's buttons do: the HPF grid, marking a field, the hotspot, export and import.
+"""What the counts panel's buttons do: the HPF grid, marking a field, the hotspot, a missing pixel size, export
+and import.
 
 Each action works on the review dock's open slide and says in napari's notification area why it cannot act.
 File dialogs are apart from the work, so scripts and tests call :func:`export_slide` and :func:`import_into`.
@@ -6,12 +7,14 @@ File dialogs are apart from the work, so scripts and tests call :func:`export_sl
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from midog_viewer._qt import notify
 from midog_viewer._qt.notify import NO_SLIDE, reports_errors
+from midog_viewer.errors import ReviewStoreError
 from midog_viewer.review.counts import write_counts_csv
 from midog_viewer.review.session import ReviewSession
 
@@ -71,6 +74,7 @@ class CountsActions:
         panel.mark_hpf_requested.connect(self.mark_current_hpf)
         panel.grid_toggled.connect(self.show_hpf_grid)
         panel.hpf_area_changed.connect(lambda _: self._on_hpf_area())
+        panel.pixel_size_given.connect(self.set_pixel_size)
 
     @property
     def hpf_mm2(self) -> float:
@@ -106,6 +110,22 @@ class CountsActions:
             notify.show_error("The slide has no pixel size, so an HPF has no size in pixels.")
             return
         session.mark_hpf(hpf)
+
+    @reports_errors
+    def set_pixel_size(self, mpp: float) -> None:
+        """Record the µm per pixel of a slide whose file gives none (a PNG or JPEG frame), in the review store:
+        HPFs, per-mm² counts and the hotspot get a size, and detection resamples to the model's spacing."""
+        dock = self.dock
+        if dock.session is None:
+            notify.show_info(NO_SLIDE)
+            return
+        if not (math.isfinite(mpp) and 0.05 <= mpp <= 50.0):
+            raise ReviewStoreError(f"a pixel size must be 0.05-50 µm per pixel, not {mpp}.")
+        dock.session.set_mpp(mpp)
+        dock.slide.mpp = float(mpp)
+        dock.counts_panel.show_pixel_size(mpp)
+        self._on_hpf_area()
+        dock.status.setText(f"Pixel size of {Path(dock.slide.path).name} recorded: {mpp:g} µm/px.")
 
     @reports_errors
     def go_to_hotspot(self) -> None:

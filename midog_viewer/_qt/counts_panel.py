@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QVBoxLayout,
+    QWidget,
 )
 
 from midog_viewer.review.counts import DEFAULT_HPF_MM2, SlideCounts
@@ -45,6 +46,7 @@ class CountsPanel(QGroupBox):
     mark_hpf_requested = Signal()
     grid_toggled = Signal(bool)
     hpf_area_changed = Signal(float)
+    pixel_size_given = Signal(float)
 
     def __init__(self, parent=None) -> None:
         super().__init__("Counts (mitotic figures)", parent)
@@ -74,6 +76,25 @@ class CountsPanel(QGroupBox):
         self.grid.toggled.connect(self.grid_toggled.emit)
         hpf_row.addWidget(self.grid)
         layout.addLayout(hpf_row)
+
+        # Only for an image whose file records no pixel size (a PNG or JPEG frame): without one, HPFs,
+        # per-mm² counts and the match radius have no size in pixels.
+        self.pixel_size_row = QWidget()
+        pixel_row = QHBoxLayout(self.pixel_size_row)
+        pixel_row.setContentsMargins(0, 0, 0, 0)
+        pixel_row.addWidget(QLabel("No pixel size in the file: µm/px"))
+        self.pixel_size = QDoubleSpinBox()
+        self.pixel_size.setDecimals(4)
+        self.pixel_size.setRange(0.05, 50.0)
+        self.pixel_size.setSingleStep(0.01)
+        self.pixel_size.setValue(0.25)
+        pixel_row.addWidget(self.pixel_size)
+        self.set_pixel_size = QPushButton("Set")
+        self.set_pixel_size.setToolTip("Recorded in the review store for this slide (0.25 µm/px: a 40x scan).")
+        self.set_pixel_size.clicked.connect(lambda: self.pixel_size_given.emit(self.pixel_size.value()))
+        pixel_row.addWidget(self.set_pixel_size)
+        self.pixel_size_row.setVisible(False)
+        layout.addWidget(self.pixel_size_row)
 
         buttons = QHBoxLayout()
         self.mark_hpf = QPushButton("Mark current HPF")
@@ -112,6 +133,10 @@ class CountsPanel(QGroupBox):
         imports.addWidget(self.import_button)
         imports.addWidget(self.import_all_button)
         layout.addLayout(imports)
+
+    def show_pixel_size(self, mpp: float | None) -> None:
+        """Offer to record a pixel size only while the slide has none."""
+        self.pixel_size_row.setVisible(not mpp)
 
     def show_counts(self, which: str, totals: dict[str, int] | None) -> None:
         """Fill one row (``view``, ``hpf`` or ``image``) from counts by category; None clears it."""

@@ -241,6 +241,7 @@ class ReviewWidget(QWidget):
             self.session.events.disconnect_all()
             self.session.close()
         self.view = self.session = self.slide_layer = None
+        self.counts_panel.pixel_size_row.setVisible(False)
         self.select(None)
 
     @_reports_errors
@@ -251,6 +252,8 @@ class ReviewWidget(QWidget):
         self.model_panel.pick_for(slide.path)
         self.session = ReviewSession(self.store, slide.path, width=slide.width, height=slide.height, mpp=slide.mpp,
                                      ground_truth=layer.metadata.get("ground_truth"))
+        slide.mpp = slide.mpp or self.session.mpp  # a frame: the pixel size a reviewer recorded for it earlier
+        self.counts_panel.show_pixel_size(self.session.mpp)
         self.slide_layer = layer
         self.view = self._new_view(layer)
         self.session.events.objects_changed.connect(lambda _change: self._show_progress())
@@ -311,6 +314,7 @@ class ReviewWidget(QWidget):
     current_hpf = _forward("actions", CountsActions.current_hpf)
     mark_current_hpf = _forward("actions", CountsActions.mark_current_hpf)
     go_to_hotspot = _forward("actions", CountsActions.go_to_hotspot)
+    set_pixel_size = _forward("actions", CountsActions.set_pixel_size)
     export = _forward("actions", CountsActions.export)
     import_annotations = _forward("actions", CountsActions.import_annotations)
     _choose_import = _forward("actions", CountsActions.choose_import)  # the File menu's entry

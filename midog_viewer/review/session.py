@@ -121,6 +121,8 @@ class ReviewSession:
         #: How the file was matched to its stored slide (moved, copied, changed: :mod:`~midog_viewer.review.slide_identity`).
         self.link = store.link_slide(slide_path, mpp, self.width, self.height)
         self.slide_id = self.link.slide_id
+        if self.mpp is None:  # a PNG or JPEG frame: the pixel size a reviewer recorded for it earlier
+            self.mpp = store.slide(self.slide_id).mpp
         if ground_truth is not None and len(ground_truth.get("boxes", [])):
             self._store_image_truth(ground_truth)
         self.reload()
@@ -134,6 +136,11 @@ class ReviewSession:
         self.store.add_annotations(self.slide_id, np.asarray(ground_truth["boxes"]), labels, IMAGE_TRUTH_SOURCE)
 
     # -- state ----------------------------------------------------------------------------------
+
+    def set_mpp(self, mpp: float) -> None:
+        """Record the pixel size (µm per pixel) of a slide whose file gives none; kept for later sessions."""
+        self.store.set_slide_mpp(self.slide_id, mpp)
+        self.mpp = float(mpp)
 
     def reload(self) -> None:
         """Read every object of the slide again (after an import, or when the slide is reopened)."""

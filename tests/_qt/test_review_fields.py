@@ -255,3 +255,43 @@ def test_the_current_hpf_and_the_hotspot_are_outlined_and_follow_changes(
     assert not np.allclose(_rectangle(moved.data[0]), before)
     marked = review_store.hpf_regions(widget.session.slide_id)[0]
     assert np.allclose(_rectangle(moved.data[0]), (marked.x, marked.y, marked.w, marked.h), atol=1e-3)
+
+
+# -- a frame without a pixel size -------------------------------------------------------------------
+
+
+def test_a_frame_without_a_pixel_size_gets_one_in_the_dock_and_keeps_it(
+    make_napari_viewer, stand_in, review_store, qtbot, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    from midog_viewer.review.session import ReviewSession
+
+    frame = tmp_path / "frame.png"  # a PNG records no µm/px: no HPF, no per-mm² count, no hotspot
+    Image.fromarray(np.full((1200, 1600, 3), 200, np.uint8)).save(frame)
+    viewer, widget = _dock(make_napari_viewer, stand_in, review_store, qtbot)
+    _open(viewer, frame)
+    panel = widget.counts_panel
+    assert not panel.pixel_size_row.isHidden()
+    widget.update_counts(wait=True)
+    assert "no pixel size" in panel.score.text() and widget.current_hpf() is None
+    errors = []
+    monkeypatch.setattr("midog_viewer._qt.notify.show_error", errors.append)
+    widget.set_pixel_size(float("nan"))
+    assert len(errors) == 1 and "0.05-50 µm per pixel" in errors[0]
+    assert widget.session.mpp is None and review_store.slide(widget.session.slide_id).mpp is None
+
+    widget.set_pixel_size(0.25)  # what the Set button sends
+    assert panel.pixel_size_row.isHidden() and widget.slide.mpp == 0.25
+    assert "Pixel size of frame.png recorded: 0.25 µm/px" in widget.status.text()
+    x, y, w, h = widget.current_hpf()
+    assert w * h * 0.25**2 / 1e6 == pytest.approx(panel.hpf_area.value(), rel=0.01)  # an HPF of 0.237 mm²
+    widget.update_counts(wait=True)
+    assert "no pixel size" not in panel.score.text()
+    assert review_store.slide(widget.session.slide_id).mpp == 0.25  # stored at once, for the next session
+    again = ReviewSession(review_store, frame, width=1600, height=1200)
+    assert again.mpp == 0.25 and again.slide_id == widget.session.slide_id
+    again.close()
+    viewer.layers.clear()  # reopened in the dock: the recorded pixel size is used, nothing is asked
+    _open(viewer, frame)
+    assert widget.slide.mpp == 0.25 and panel.pixel_size_row.isHidden() and widget.current_hpf() is not None
