@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Ordinary real tissue outside the training data: every box on CMU-1 at a threshold is an upper bound of
     # the false positives there (it is skin; no box at 0.90 of earlier models was a mitosis).
+    from midog_viewer.classes import MITOTIC_FIGURE
     from midog_viewer.detect.tissue import detect_tissue, tissue_filter
     from midog_viewer.io import open_slide
 
@@ -209,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         sx = tissue.scale[0]
         share = float(tissue.mask[:, int(x0 / sx):].mean())  # tissue share of the measured part
         tissue_mm2 = share * region[2] * region[3] * (slide.mpp / 1000) ** 2
-    mitotic = np.array([detector.class_names[int(k)] == "mitotic figure" for k in on_svs.labels], bool)
-    svs_scores = on_svs.scores[mitotic] if len(on_svs.scores) else np.zeros(0)
+    mitotic = np.array(on_svs.label_names()) == MITOTIC_FIGURE
+    svs_scores = on_svs.scores[mitotic]
     sweep = []
     for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97):
         tp = fn = fp = crops = 0

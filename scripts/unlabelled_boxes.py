@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from midog_viewer.classes import MITOTIC_FIGURE  # noqa: E402
 from midog_viewer.detect import Detector  # noqa: E402
 from midog_viewer.detect.tissue import detect_tissue, tissue_filter  # noqa: E402
 from midog_viewer.io import open_slide  # noqa: E402
@@ -42,8 +43,8 @@ def main() -> int:
         with open_slide(DATA / name) as slide:
             tissue = detect_tissue(slide)
             found = detector.detect(slide, tile_filter=tissue_filter(tissue))
-            mitotic = np.array([detector.class_names[int(k)] == "mitotic figure" for k in found.labels], bool)
-            scores = found.scores[mitotic] if len(found.scores) else np.zeros(0)
+            mitotic = np.array(found.label_names()) == MITOTIC_FIGURE
+            scores = found.scores[mitotic]
             counts = np.array([int((scores >= t).sum()) for t in THRESHOLDS])
             totals += counts
             print(f"{name}: {slide.width} x {slide.height} px, tissue {tissue.fraction:.2f}:", *counts)

@@ -7,14 +7,12 @@ File dialogs are apart from the work, so scripts and tests call :func:`export_sl
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from midog_viewer._qt import notify
 from midog_viewer._qt.notify import NO_SLIDE, reports_errors
-from midog_viewer.errors import ReviewStoreError
 from midog_viewer.review.counts import write_counts_csv
 from midog_viewer.review.session import ReviewSession
 
@@ -119,9 +117,7 @@ class CountsActions:
         if dock.session is None:
             notify.show_info(NO_SLIDE)
             return
-        if not (math.isfinite(mpp) and 0.05 <= mpp <= 50.0):
-            raise ReviewStoreError(f"a pixel size must be 0.05-50 µm per pixel, not {mpp}.")
-        dock.session.set_mpp(mpp)
+        dock.session.set_mpp(mpp)  # the store refuses a pixel size that is not a positive number
         dock.slide.mpp = float(mpp)
         dock.counts_panel.show_pixel_size(mpp)
         self._on_hpf_area()

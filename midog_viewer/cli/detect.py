@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from midog_viewer.cli import positive_number
+
 _BAR_WIDTH = 30
 
 
@@ -31,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-stain", action="store_true", help="skip Macenko stain normalisation (default: as the model was trained)")
     parser.add_argument("--no-resample", action="store_true",
                         help="read tiles as they are, even if the slide's µm/px differs from the model's")
-    parser.add_argument("--mpp", type=float, metavar="UM",
+    parser.add_argument("--mpp", type=positive_number, metavar="UM",
                         help="µm per pixel of SLIDE, for an image whose file records none (a PNG or JPEG frame: "
                              "else read at the model's spacing) or records a wrong one")
     parser.add_argument("--batch-size", type=int, metavar="N", help="tiles per batch (default: by memory)")
@@ -58,14 +60,6 @@ def parse_region(text: str | None) -> tuple[int, int, int, int] | None:
     return values  # type: ignore[return-value]
 
 
-def check_mpp(mpp: float | None) -> None:
-    """A ``--mpp`` given must be a plausible microscope pixel spacing (0.05-50 µm/px)."""
-    from midog_viewer.errors import SlideError
-
-    if mpp is not None and not 0.05 <= mpp <= 50.0:  # also refuses NaN
-        raise SlideError(f"--mpp must be a pixel spacing of 0.05-50 µm per pixel, not {mpp}.")
-
-
 def _progress(done: int, total: int) -> None:
     filled = int(_BAR_WIDTH * done / max(total, 1))
     end = "\n" if done >= total else ""
@@ -86,7 +80,6 @@ def handle_detect(args: argparse.Namespace) -> int:
         raise AnnotationFormatError(f"--out must end in .json or .csv, not {out.name!r}.")
     atomic.check_target(out)  # a bad output is refused before hours of detection, not after
     region = parse_region(args.region)
-    check_mpp(args.mpp)
     atypical = None
     if not args.no_atypical:
         from midog_viewer.atypical import load_classifier

@@ -278,7 +278,7 @@ def test_a_frame_without_a_pixel_size_gets_one_in_the_dock_and_keeps_it(
     errors = []
     monkeypatch.setattr("midog_viewer._qt.notify.show_error", errors.append)
     widget.set_pixel_size(float("nan"))
-    assert len(errors) == 1 and "0.05-50 µm per pixel" in errors[0]
+    assert len(errors) == 1 and "pixel size must be a positive number of µm" in errors[0]
     assert widget.session.mpp is None and review_store.slide(widget.session.slide_id).mpp is None
 
     widget.set_pixel_size(0.25)  # what the Set button sends

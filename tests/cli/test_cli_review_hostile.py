@@ -172,6 +172,8 @@ def test_a_full_disk_is_one_line_and_the_previous_output_stays(tmp_path, command
     ["import", "{gt}", "--db", "{tmp}/new.db", "--point-box-px", "nan"],
     ["import", "{gt}", "--db", "{tmp}/new.db", "--point-box-um", "0"],
     ["import", "{gt}", "--db", "{tmp}/new.db", "--point-box-um", "-1e3"],
+    ["detect", "{gt}", "--mpp", "0", "--out", "{tmp}/o.json"],
+    ["detect", "{gt}", "--mpp=nan", "--out", "{tmp}/o.json"],
 ])
 def test_numeric_options_are_refused_in_one_line(capsys, db, evaluation_inputs, tmp_path, argv):
     gt, pred = evaluation_inputs
