@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--repeat", action="append", default=[], metavar="SOURCE=K",
                      help="crops of this source (as named in --image-table) K times per epoch, for a small source "
                           "the model underfits (repeatable; crop mosaics only)")
+    run.add_argument("--lab-transfer", type=float, metavar="P",
+                     help="probability of recolouring a mosaic to LAB statistics drawn from the training images' "
+                          "spread (RandStainNA), for other labs' stain and scanner colours (crop mosaics only)")
     run.add_argument("--jpeg", type=float, metavar="P", help="probability of JPEG re-compression (default 0)")
     run.add_argument("--scale-jitter", type=float, metavar="F",
                      help="resize patches by up to ± this share (default 0.25), so the model meets scans whose "
@@ -179,6 +182,7 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "blur_max_sigma": args.blur_sigma,
         "source_repeats": _source_repeats(args.repeat),
         "jpeg_probability": args.jpeg,
+        "lab_transfer_probability": args.lab_transfer,
         "val_field_mitoses_per_mm2": args.field_density,
         "mosaic_side": args.mosaic,
         "scale_step": _scale_step(args),

@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from midog_viewer.errors import TrainingError
+from midog_viewer.train.colour import LabSpread, lab_transfer
 
 
 @dataclass
@@ -66,6 +67,12 @@ class Recipe:
     blur_max_sigma: float = 1.5
     #: Probability of JPEG re-compression at quality 50-95, as in scanners' tile formats.
     jpeg_probability: float = 0.0
+    #: Probability of recolouring a patch (a whole mosaic) in LAB to statistics drawn from how they spread over
+    #: the training images (RandStainNA; see :mod:`midog_viewer.train.colour`). Crop mosaics only.
+    lab_transfer_probability: float = 0.0
+    #: That spread (:class:`~midog_viewer.train.colour.LabSpread` as a dict), measured on the training images
+    #: when the run starts and kept here so a resumed run draws from the same one.
+    lab_spread: dict[str, list[float]] | None = None
     stain_normalise: bool = True
     #: For crop data sets: crops of these sources appear this many times per epoch (each time turned, placed
     #: and augmented anew), so a small source the model underfits weighs more. Names as in the image table.
@@ -114,6 +121,8 @@ class Recipe:
             raise TrainingError("blur and JPEG probabilities must lie in [0, 1].")
         if not (math.isfinite(self.blur_max_sigma) and 0.1 < self.blur_max_sigma <= 5.0):
             raise TrainingError(f"the largest blur sigma must lie in (0.1, 5] px, not {self.blur_max_sigma}.")
+        if not 0.0 <= self.lab_transfer_probability <= 1.0:
+            raise TrainingError(f"the LAB transfer probability must lie in [0, 1], not {self.lab_transfer_probability}.")
         self.source_repeats = dict(self.source_repeats)
         for source, times in self.source_repeats.items():
             if isinstance(times, bool) or not isinstance(times, int) or not 1 <= times <= 100:
@@ -200,6 +209,10 @@ class Augmenter:
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
             img = self._jitter(img)
         out = img.as_subclass(torch.Tensor).float()
+        if r.lab_transfer_probability and _coin(generator) < r.lab_transfer_probability:
+            if r.lab_spread is None:
+                raise TrainingError("LAB transfer needs the training images' colour spread (Recipe.lab_spread).")
+            out = lab_transfer(out, LabSpread.from_dict(r.lab_spread), generator)
         if r.hed_jitter:
             out = hed_jitter(out, r.hed_jitter, generator)
         return out, bbs.as_subclass(torch.Tensor).float(), labels

@@ -32,6 +32,7 @@ from midog_viewer.train.sources import LabelledImage
 from midog_viewer.train.model import build_model, write_checkpoint
 from midog_viewer.train.mosaic import MosaicDataset, validation_mosaics
 from midog_viewer.train.progress import ProgressWriter
+from midog_viewer.train.colour import lab_spread
 from midog_viewer.train.recipe import Augmenter, Recipe, lr_factor, total_steps
 from midog_viewer.train.stain import ImageStain
 from midog_viewer.train.validate import validation_scores
@@ -173,8 +174,12 @@ class _Loop:
         self.val_images = split.val
         if recipe.source_repeats and not recipe.mosaic_side:
             raise TrainingError("source repeats apply to crop mosaics only (--points with --mosaic).")
+        if recipe.lab_transfer_probability and not recipe.mosaic_side:
+            raise TrainingError("LAB colour transfer applies to crop mosaics only (--points with --mosaic).")
         if recipe.mosaic_side:
             _check_repeated_sources(recipe.source_repeats, split.train)
+            if recipe.lab_transfer_probability and recipe.lab_spread is None:
+                recipe.lab_spread = lab_spread(im.pixels for im in split.train if im.pixels is not None).to_dict()
             self.dataset = MosaicDataset(
                 split.train, recipe.mosaic_side, augment=Augmenter(recipe), stain=self.stain, seed=recipe.seed,
                 repeats=recipe.source_repeats,

@@ -196,3 +196,30 @@ def test_the_train_command_refuses_a_bad_source_repeat_before_training(crop_set,
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and message in err
     assert not (tmp_path / "run").exists()
+
+
+def test_lab_transfer_trains_on_the_spread_it_measured_and_a_resume_keeps_it(crop_set, tmp_path):
+    """--lab-transfer measures the training crops' LAB spread once, records it with the run, and a resumed
+    run draws from the recorded spread rather than measuring anew."""
+    import json
+
+    from midog_viewer.cli import main
+    from midog_viewer.train import read_progress
+
+    images_dir, table, points = crop_set
+    out = tmp_path / "run"
+    fast = ["--config", "tiny", "--mosaic", "256", "--rcnn-samples", "16", "--batch-size", "1", "--warmup-steps", "1",
+            "--val-fraction", "0.25", "--quiet", "--json"]
+    assert main(["train", "--points", str(points), "--image-table", str(table), "--images", str(images_dir),
+                 *fast, "--epochs", "1", "--lab-transfer", "1", "--out", str(out)]) == 0
+    recorded = json.loads((out / "run.json").read_text())["recipe"]
+    assert recorded["lab_transfer_probability"] == 1.0
+    assert set(recorded["lab_spread"]) == {"mean_of_means", "std_of_means", "mean_of_stds", "std_of_stds"}
+    assert recorded["lab_spread"]["std_of_means"][0] > 0  # random crops differ from one another
+    recorded["lab_spread"]["mean_of_means"] = [40.0, 10.0, -5.0]  # the resume must use this, not re-measure
+    (out / "run.json").write_text(json.dumps({**json.loads((out / "run.json").read_text()), "recipe": recorded}))
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet", "--json"]) == 0
+    resumed = json.loads((out / "run.json").read_text())["recipe"]
+    assert resumed["lab_spread"]["mean_of_means"] == [40.0, 10.0, -5.0] and resumed["epochs"] == 2
+    losses = [e["loss"] for e in read_progress(out) if e["event"] == "step"]
+    assert len(losses) >= 2 and all(np.isfinite(losses))
