@@ -12,9 +12,10 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
+from midog_viewer.detect.stain import RGB_FROM_HED
+
 #: RGB <-> haematoxylin/eosin/DAB optical densities (Ruifrok & Johnston, as in scikit-image's rgb2hed).
-_RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-_RGB_FROM_HED = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
+_RGB_FROM_HED = torch.from_numpy(RGB_FROM_HED).float()
 _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 _LOG_ADJUST = math.log(1e-6)
 

@@ -15,6 +15,10 @@ import numpy as np
 from midog_viewer._resources import resource_path
 from midog_viewer.errors import ModelError
 
+#: Optical-density vectors of haematoxylin, eosin and DAB (rows, unit length; Ruifrok & Johnston 2001, as
+#: scikit-image's ``rgb_from_hed``): the fixed stain basis that stain augmentation moves amounts along.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+RGB_FROM_HED = RGB_FROM_HED / np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
 #: Background intensity, angular percentile and optical-density threshold of Macenko et al. (2009).
 LIGHT_INTENSITY = 240.0
 ANGLE_PERCENTILE = 1.0

@@ -80,11 +80,17 @@ def lab_spread(images: Iterable[np.ndarray]) -> LabSpread:
 
 def lab_transfer(image: torch.Tensor, spread: LabSpread, generator: torch.Generator) -> torch.Tensor:
     """Float RGB (3, H, W) 0..255 recoloured to LAB statistics drawn from ``spread`` (one draw per channel)."""
-    lab = rgb_to_lab(image)
-    mean, std = lab.mean(dim=(1, 2)), lab.std(dim=(1, 2)).clamp_min(1e-3)
     normal = torch.randn(2, 3, generator=generator)
     target_mean = torch.tensor(spread.mean_of_means) + normal[0] * torch.tensor(spread.std_of_means)
     target_std = (torch.tensor(spread.mean_of_stds) + normal[1] * torch.tensor(spread.std_of_stds)).clamp_min(0.5)
-    out = (lab - mean.view(3, 1, 1)) / std.view(3, 1, 1) * target_std.view(3, 1, 1) + target_mean.view(3, 1, 1)
+    return lab_recolour(image, target_mean, target_std)
+
+
+def lab_recolour(image: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Float RGB (3, H, W) 0..255 with each LAB channel given this mean and standard deviation (Reinhard 2001)."""
+    lab = rgb_to_lab(image)
+    own_mean, own_std = lab.mean(dim=(1, 2)), lab.std(dim=(1, 2)).clamp_min(1e-3)
+    mean, std = torch.as_tensor(mean, dtype=lab.dtype), torch.as_tensor(std, dtype=lab.dtype)
+    out = (lab - own_mean.view(3, 1, 1)) / own_std.view(3, 1, 1) * std.view(3, 1, 1) + mean.view(3, 1, 1)
     out[0] = out[0].clamp(0, 100)
     return lab_to_rgb(out)

@@ -19,6 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from midog_viewer.detect.stain import RGB_FROM_HED
 from midog_viewer.errors import TrainingError
 from midog_viewer.train.colour import LabSpread, lab_transfer
 
@@ -218,19 +219,23 @@ class Augmenter:
         return out, bbs.as_subclass(torch.Tensor).float(), labels
 
 
-#: Optical-density vectors of haematoxylin, eosin and DAB (rows), as in scikit-image's ``rgb_from_hed``.
-_RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-_RGB_FROM_HED = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
+_RGB_FROM_HED = torch.from_numpy(RGB_FROM_HED).float()
 _HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
 
 
 def hed_jitter(image: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
     """Scale and shift each stain's optical density of a float RGB (3, H, W) 0..255 image by random amounts."""
-    od = -torch.log((image.clamp(0, 255) + 1.0) / 256.0)  # (3, H, W)
-    stains = torch.einsum("chw,cs->shw", od, _HED_FROM_RGB)
     alpha = 1.0 + strength * (2 * torch.rand(3, generator=generator) - 1)
     beta = strength * (2 * torch.rand(3, generator=generator) - 1)
-    stains = stains * alpha.view(3, 1, 1) + beta.view(3, 1, 1)
+    return scale_stains(image, alpha, beta)
+
+
+def scale_stains(image: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Float RGB (3, H, W) 0..255 with the haematoxylin, eosin and DAB densities times ``alpha`` plus ``beta``."""
+    od = -torch.log((image.clamp(0, 255) + 1.0) / 256.0)  # (3, H, W)
+    stains = torch.einsum("chw,cs->shw", od, _HED_FROM_RGB)
+    stains = stains * torch.as_tensor(alpha, dtype=stains.dtype).view(3, 1, 1) \
+        + torch.as_tensor(beta, dtype=stains.dtype).view(3, 1, 1)
     od = torch.einsum("shw,sc->chw", stains, _RGB_FROM_HED)
     return (256.0 * torch.exp(-od) - 1.0).clamp(0, 255)
 
