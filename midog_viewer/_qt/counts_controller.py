@@ -27,8 +27,10 @@ def figures(session: ReviewSession, reader: ReviewStore, view: Region | None, hp
             threshold: float) -> dict:
     """Everything the counts panel shows, read through ``reader``. Runs in a worker thread."""
 
+    objects = reader.objects(session.slide_id)  # one read for the four counts below: one snapshot
+
     def totals(region):
-        counts = session.counts(region, hpf_mm2, store=reader)
+        counts = session.counts(region, hpf_mm2, store=reader, objects=objects)
         return {**counts.totals, "pending": session.pending_count(threshold, region)}
 
     return {
@@ -40,7 +42,7 @@ def figures(session: ReviewSession, reader: ReviewStore, view: Region | None, hp
         "hpf_region": hpf,
         "image": totals(None),
         # the score uses the HPFs the reviewer marked when there are any, else the hotspot
-        "score": session.counts(None, hpf_mm2, use_drawn=True, store=reader),
+        "score": session.counts(None, hpf_mm2, use_drawn=True, store=reader, objects=objects),
         "f1": session.evaluation(threshold, view, store=reader)[0] if session.has_ground_truth() else None,
     }
 

@@ -326,10 +326,13 @@ def count_slide(
     window: str = "10hpf",
     mpp: float | None = None,
     score_thr: float | None = None,
+    objects: ObjectTable | None = None,
 ) -> SlideCounts:
     """Count one slide's mitoses per HPF (drawn fields, or a grid over ``region``), with hotspot and score.
 
     ``score_thr``: the operating threshold for pending detections (None: the recorded or default one).
+    ``objects``: the slide's rows as ``store.objects(slide_id)`` gives them, when the caller has read them
+    already, so several counts of one slide come from one read (and one snapshot).
     """
     if not hpf_mm2 > 0:
         raise ReviewStoreError(f"an HPF area must be positive, not {hpf_mm2!r} mm².")
@@ -340,7 +343,7 @@ def count_slide(
     if not mpp:
         raise ReviewStoreError(f"slide {slide.name} has no pixel size (µm per pixel); record one, or pass --mpp to midog-viewer counts.")
     px_mm2 = (mpp / 1000.0) ** 2
-    table = store.objects(slide_id)
+    table = store.objects(slide_id) if objects is None else objects
     if score_thr is not None:
         score_thr = _check_threshold(score_thr)
     elif np.any((table.kind == DETECTION) & (table.status == Status.PENDING.value)):

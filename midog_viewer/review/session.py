@@ -410,14 +410,16 @@ class ReviewSession:
     # -- figures --------------------------------------------------------------------------------
 
     def counts(self, region: tuple[float, float, float, float] | None = None, hpf_mm2: float = DEFAULT_HPF_MM2,
-               use_drawn: bool = False, store: ReviewStore | None = None) -> SlideCounts:
+               use_drawn: bool = False, store: ReviewStore | None = None,
+               objects: ObjectTable | None = None) -> SlideCounts:
         """``count_slide`` over a region (None: the whole image), with this slide's pixel size.
 
         ``store`` is another connection to the same database (a background reader), so counting does not
-        hold the writer's lock while a decision waits.
+        hold the writer's lock while a decision waits; ``objects``, this slide's rows read from it once for
+        several counts.
         """
         return count_slide(store or self.store, self.slide_id, hpf_mm2=hpf_mm2, region=region, use_drawn=use_drawn,
-                           mpp=self.mpp)
+                           mpp=self.mpp, objects=objects)
 
     def pending_count(self, score_threshold: float, region: tuple[float, float, float, float] | None = None) -> int:
         """Pending mitotic-figure detections at or above the threshold (centre in ``region``): those on screen.

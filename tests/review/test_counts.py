@@ -242,3 +242,21 @@ def test_without_a_recorded_threshold_the_run_models_own_is_used(tmp_path):
                                  ["mitotic figure"] * 3)
             counts = count_slide(store, slide_id)
             assert counts.score_thr == threshold and counts.totals["pending"] == (1 if threshold == 0.9 else 2)
+
+
+def test_counts_from_rows_read_once_equal_counts_that_read_them(store, monkeypatch):
+    """The dock's refresh reads a slide's rows once for its four counts: the same figures, no further read."""
+    slide_id = store.add_slide("s.tiff", MPP, 4000, 3000)
+    run = store.add_detection_run(slide_id, "m", {})
+    ids = store.add_detections(run, np.array([box_at(100 + 300 * k, 200) for k in range(6)]), [0.95] * 6,
+                               ["mitotic figure"] * 6)
+    store.decide(int(ids[0]), "accept")
+    store.decide(int(ids[1]), "reject")
+    store.add_annotation(slide_id, box_at(2500, 2500), "mitotic figure")
+    region = (0.0, 0.0, 1500.0, 1500.0)
+    read = count_slide(store, slide_id, region=region, use_drawn=False)
+    objects = store.objects(slide_id)
+    monkeypatch.setattr(store, "objects", lambda *a, **k: pytest.fail("the rows were read again"))
+    given = count_slide(store, slide_id, region=region, use_drawn=False, objects=objects)
+    assert given.totals == read.totals and given.per_10_hpf == read.per_10_hpf
+    assert given.hotspot == read.hotspot and read.totals["mitoses"] == 1
