@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--repeat", action="append", default=[], metavar="SOURCE=K",
                      help="crops of this source (as named in --image-table) K times per epoch, for a small source "
                           "the model underfits (repeatable; crop mosaics only)")
+    run.add_argument("--translate", type=int, metavar="PX",
+                     help="shift each patch by a random 0..PX px right and down, so figures sit at every phase of "
+                          "the network's stride grid (default 0)")
     run.add_argument("--lab-transfer", type=float, metavar="P",
                      help="probability of recolouring a mosaic to LAB statistics drawn from the training images' "
                           "spread (RandStainNA), for other labs' stain and scanner colours (crop mosaics only)")
@@ -183,6 +186,7 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "source_repeats": _source_repeats(args.repeat),
         "jpeg_probability": args.jpeg,
         "lab_transfer_probability": args.lab_transfer,
+        "translate_px": args.translate,
         "val_field_mitoses_per_mm2": args.field_density,
         "mosaic_side": args.mosaic,
         "scale_step": _scale_step(args),

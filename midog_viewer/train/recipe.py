@@ -48,6 +48,10 @@ class Recipe:
     scales_each_side: int = 2
     scale_step: int | None = None
     min_crop_visible: float = 0.3
+    #: Shift each patch right and down by a random 0..this many px (white fill), so objects sit at every phase
+    #: of the network's stride grid: a strided CNN scores a figure differently 3 px further on, and crop
+    #: mosaics otherwise hold their figures at the same few positions (0: off).
+    translate_px: int = 0
     crop_probability: float = 0.5
     brightness: float = 0.2
     contrast: float = 0.2
@@ -122,6 +126,8 @@ class Recipe:
             raise TrainingError("blur and JPEG probabilities must lie in [0, 1].")
         if not (math.isfinite(self.blur_max_sigma) and 0.1 < self.blur_max_sigma <= 5.0):
             raise TrainingError(f"the largest blur sigma must lie in (0.1, 5] px, not {self.blur_max_sigma}.")
+        if isinstance(self.translate_px, bool) or not isinstance(self.translate_px, int) or not 0 <= self.translate_px <= 256:
+            raise TrainingError(f"the random shift must be a whole number of px in 0-256, not {self.translate_px!r}.")
         if not 0.0 <= self.lab_transfer_probability <= 1.0:
             raise TrainingError(f"the LAB transfer probability must lie in [0, 1], not {self.lab_transfer_probability}.")
         self.source_repeats = dict(self.source_repeats)
@@ -184,6 +190,8 @@ class Augmenter:
         self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r = self.recipe
+        if r.translate_px:
+            image, boxes = shift_right_down(image, boxes, r.translate_px, generator)
         height, width = image.shape[-2:]
         img = tv_tensors.Image(image)
         bbs = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))
@@ -238,6 +246,19 @@ def scale_stains(image: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -
         + torch.as_tensor(beta, dtype=stains.dtype).view(3, 1, 1)
     od = torch.einsum("shw,sc->chw", stains, _RGB_FROM_HED)
     return (256.0 * torch.exp(-od) - 1.0).clamp(0, 255)
+
+
+def shift_right_down(
+    image: torch.Tensor, boxes: torch.Tensor, most: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 (3, H, W) image with white rows and columns added above and left (0..``most`` each), and its
+    xyxy boxes moved with it."""
+    dx, dy = (int(v) for v in torch.randint(most + 1, (2,), generator=generator))
+    if not dx and not dy:
+        return image, boxes
+    out = torch.full((image.shape[0], image.shape[1] + dy, image.shape[2] + dx), 255, dtype=image.dtype)
+    out[:, dy:, dx:] = image
+    return out, boxes + torch.tensor([dx, dy, dx, dy], dtype=boxes.dtype)
 
 
 def random_crop_keeping_boxes(

@@ -145,3 +145,30 @@ def test_stain_blur_and_jpeg_augmentation_keep_the_image_valid_and_vary_it():
                 dict(source_repeats={"A": 2.5})):
         with pytest.raises(TrainingError):
             Recipe(**bad)
+
+
+def test_a_random_shift_moves_image_and_boxes_together_and_is_refused_when_nonsense():
+    """--translate: figures must meet every phase of the stride grid; the boxes follow the pixels exactly."""
+    from midog_viewer.train.recipe import shift_right_down
+
+    image = torch.full((3, 40, 60), 255, dtype=torch.uint8)
+    image[:, 10:20, 30:40] = 0  # a dark square under the box
+    boxes = torch.tensor([[30.0, 10.0, 40.0, 20.0]])
+    seen = set()
+    for seed in range(20):
+        out, moved = shift_right_down(image, boxes, 7, torch.Generator().manual_seed(seed))
+        dx, dy = int(moved[0, 0] - 30), int(moved[0, 1] - 10)
+        seen.add((dx, dy))
+        assert 0 <= dx <= 7 and 0 <= dy <= 7 and out.shape == (3, 40 + dy, 60 + dx)
+        x0, y0, x1, y1 = (int(v) for v in moved[0])
+        assert int(out[:, y0:y1, x0:x1].max()) == 0
+        assert bool((out[:, :dy, :] == 255).all()) and bool((out[:, :, :dx] == 255).all())
+    assert len(seen) > 10
+    plain = dict(brightness=0, contrast=0, saturation=0, hue=0, crop_probability=0, scales_each_side=0,
+                 relative_scales=True)
+    out, moved, _ = Augmenter(Recipe(translate_px=7, **plain))(image, boxes, torch.tensor([0]),
+                                                                torch.Generator().manual_seed(1))
+    assert out.shape[-2:] != image.shape[-2:] or torch.equal(moved, boxes)
+    for bad in (-1, 300, 2.5, True):
+        with pytest.raises(TrainingError, match="random shift"):
+            Recipe(translate_px=bad)
