@@ -10,11 +10,14 @@ model through the product's detector on every validation crop, and prints, at th
   "mitotic figure" detections per crop; the smaller crops of the other sources likewise, as many as fill
   512 px (10 × 10 of MITOS-ATYPIA-14's 50 px, 6 × 6 of the TUPAC16 candidates' 80 px), with the share of
   labelled look-alikes (hard negatives) that got a box;
+* the same mosaics shifted off their grid (right and down by a seeded 1-``OFF_GRID_MAX_PX`` px): on a field a
+  figure sits anywhere, while a mosaic holds every one at 64 + 128 k px, one phase of the network's stride grid;
 * detections per mm² of tissue on the right 40 % of the real CMU-1 SVS (skin, no mitosis labelled: an upper bound of the false
   positive rate on ordinary real tissue outside the training data), run as ``midog-viewer detect`` runs;
 * a threshold sweep: mosaic recall, each small-crop source's recall, the share of look-alikes boxed, CMU-1
   detections/mm², the field F1 mosaic recall and CMU-1 imply, and that F1 on a field that also holds
-  ``LOOKALIKES_PER_MM2`` look-alikes boxed at the measured share (how the model card chooses the threshold);
+  ``LOOKALIKES_PER_MM2`` look-alikes boxed at the measured share, from the aligned and from the off-grid
+  mosaics (the off-grid one is how the model card chooses the threshold);
 * CPU seconds per 512 px tile against a baseline from the same run (reading + stain normalisation only).
 
     python benchmarks/real_model.py [--model CKPT] [--json OUT.json] [--stated-spacing]
@@ -49,6 +52,32 @@ SPACING_CORRECTIONS = {"TUPAC16 candidates": 0.4}
 LOOKALIKES_PER_MM2 = 15.0
 #: Side of the mosaics every source's validation crops are placed into.
 MOSAIC_SIDE = 512
+#: Largest shift (px) of the off-grid mosaics: figures then fall at other phases of the stride grid (P2-P5: 4-32 px).
+OFF_GRID_MAX_PX = 31
+
+
+def off_grid(images, seed: int = 0):
+    """Each mosaic shifted right and down by a seeded random 1..OFF_GRID_MAX_PX px within its own size (white
+    fill; what leaves the right and bottom edge is cut, with the objects whose centre left), boxes with it.
+
+    The size stays, so the detector's tiles start where they did: a larger image would be tiled again from
+    its far edge, which puts part of it back on the grid.
+    """
+    import dataclasses
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for image in images:
+        dx, dy = (int(v) for v in rng.integers(1, OFF_GRID_MAX_PX + 1, 2))
+        height, width = image.pixels.shape[:2]
+        pixels = np.full_like(image.pixels, 255)
+        pixels[dy:, dx:] = image.pixels[: height - dy, : width - dx]
+        boxes = image.boxes + np.array([dx, dy, dx, dy], np.float32)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        keep = (centres[:, 0] < width) & (centres[:, 1] < height)
+        boxes[:, 2:] = np.minimum(boxes[:, 2:], [width, height])
+        out.append(dataclasses.replace(image, pixels=pixels, boxes=boxes[keep], labels=image.labels[keep]))
+    return out
 
 
 def corrected_table(data: Path, out: Path, corrections: dict[str, float]) -> Path:
@@ -166,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     # Mosaics of each source's crops: 4 x 4 of the 128 px crops, as the held-out crop target is scored; the
     # smaller crops of the other sources as many as fill the same 512 px. Mixed in order (seeded), so a
     # mosaic of a source with background crops holds both.
-    mosaic_rows, mosaic_found, small_found = {}, [], []
+    mosaic_rows, mosaic_found, small_found, mosaic_off, small_off = {}, [], [], [], []
     for source in sorted({im.source for im in split.val}):
         crops = [im for im in split.val if im.source == source and im.pixels is not None]
         if not crops:
@@ -177,11 +206,15 @@ def main(argv: list[str] | None = None) -> int:
         built = [m for mpp in sorted({im.mpp for im in crops})
                  for m, _ in mosaics([im for im in crops if im.mpp == mpp], size=MOSAIC_SIDE // side, side=side)]
         found = predict_images(detector.model, built, "cpu", stain_normalise=stain)
-        scores = midog_scores(built, found, threshold)
+        moved = off_grid(built, args.seed)
+        found_off = predict_images(detector.model, moved, "cpu", stain_normalise=stain)
+        scores, off = midog_scores(built, found, threshold), midog_scores(moved, found_off, threshold)
         if side == 128:  # the crop target's own form: the sweep uses these
             mosaic_found.append((built, found, len(crops)))
+            mosaic_off.append((moved, found_off, len(crops)))
         else:
             small_found.append((source, built, found))
+            small_off.append((source, moved, found_off))
         boxed, negatives = lookalikes_boxed(built, found, threshold)
         mosaic_rows[source] = {
             "crops": len(crops),
@@ -192,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             "other_detections_per_crop": scores["fp"] / len(crops),
             "lookalikes": negatives,
             "lookalikes_boxed": boxed,
+            "off_grid_recall": off["tp"] / max(off["tp"] + off["fn"], 1),
+            "off_grid_other_detections_per_crop": off["fp"] / len(crops),
+            "off_grid_lookalikes_boxed": lookalikes_boxed(moved, found_off, threshold)[0],
         }
 
     # Ordinary real tissue outside the training data: every box on CMU-1 at a threshold is an upper bound of
@@ -212,31 +248,40 @@ def main(argv: list[str] | None = None) -> int:
         tissue_mm2 = share * region[2] * region[3] * (slide.mpp / 1000) ** 2
     mitotic = np.array(on_svs.label_names()) == MITOTIC_FIGURE
     svs_scores = on_svs.scores[mitotic]
-    sweep = []
-    for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97):
+    def pooled(mosaic_sets, small_sets, thr):
+        """(recall, other detections per crop) of the 128 px mosaics; small-crop recall per source; look-alike share."""
         tp = fn = fp = crops = 0
-        for images, found, n in mosaic_found:
+        for images, found, n in mosaic_sets:
             sc = midog_scores(images, found, thr)
             tp, fn, fp, crops = tp + sc["tp"], fn + sc["fn"], fp + sc["fp"], crops + n
-        recall = tp / max(tp + fn, 1)
-        per_mm2 = float((svs_scores >= thr).sum()) / tissue_mm2
-        d = REFERENCE_MITOSES_PER_MM2
         small_tp = small_n = boxed = negatives = 0
         small_recall = {}
-        for source, images, found in small_found:
+        for source, images, found in small_sets:
             sc = midog_scores(images, found, thr)
             small_tp, small_n = small_tp + sc["tp"], small_n + sc["tp"] + sc["fn"]
             small_recall[source] = sc["tp"] / max(sc["tp"] + sc["fn"], 1)
             b, n = lookalikes_boxed(images, found, thr)
             boxed, negatives = boxed + b, negatives + n
-        share = boxed / max(negatives, 1)
-        sweep.append({"threshold": thr, "mosaic_recall": recall, "other_detections_per_crop": fp / max(crops, 1),
-                      "small_crop_recall": small_tp / max(small_n, 1), "small_crop_recall_by_source": small_recall,
+        return (tp / max(tp + fn, 1), fp / max(crops, 1), small_tp / max(small_n, 1), small_recall,
+                boxed / max(negatives, 1))
+
+    d = REFERENCE_MITOSES_PER_MM2
+    sweep = []
+    for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97):
+        recall, other, small, small_recall, share = pooled(mosaic_found, small_found, thr)
+        recall_off, _, small_off_recall, _, share_off = pooled(mosaic_off, small_off, thr)
+        per_mm2 = float((svs_scores >= thr).sum()) / tissue_mm2
+        sweep.append({"threshold": thr, "mosaic_recall": recall, "other_detections_per_crop": other,
+                      "small_crop_recall": small, "small_crop_recall_by_source": small_recall,
                       "lookalikes_boxed_share": share,
+                      "off_grid_mosaic_recall": recall_off, "off_grid_small_crop_recall": small_off_recall,
+                      "off_grid_lookalikes_boxed_share": share_off,
                       "cmu1_detections_per_mm2": per_mm2,
                       "field_f1_implied": 2 * recall * d / (recall * d + d + per_mm2),
                       "field_f1_with_lookalikes":
-                          2 * recall * d / (recall * d + d + LOOKALIKES_PER_MM2 * share + per_mm2)})
+                          2 * recall * d / (recall * d + d + LOOKALIKES_PER_MM2 * share + per_mm2),
+                      "field_f1_off_grid":
+                          2 * recall_off * d / (recall_off * d + d + LOOKALIKES_PER_MM2 * share_off + per_mm2)})
 
     # CPU time per 512 px tile: the model against reading + stain normalisation alone.
 
@@ -280,20 +325,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mosaics {grid:5s} {name:20s} crops {row['crops']:4d}  mitoses {row['mitoses']:4d}  "
               f"recall {row['recall']:.3f}  precision {row['precision']:.3f}  "
               f"other detections/crop {row['other_detections_per_crop']:.3f}  "
-              f"look-alikes boxed {row['lookalikes_boxed']}/{row['lookalikes']}")
+              f"look-alikes boxed {row['lookalikes_boxed']}/{row['lookalikes']}; off the grid: "
+              f"recall {row['off_grid_recall']:.3f}, other/crop {row['off_grid_other_detections_per_crop']:.3f}, "
+              f"look-alikes {row['off_grid_lookalikes_boxed']}")
     print(f"CMU-1 SVS, right 40 % ({tissue_mm2:.2f} mm² of tissue, no mitosis labelled): "
           f"{figures['cmu1_detections_at_threshold']} boxes at >= {threshold:.2f}")
     small_sources = sorted(sweep[0]["small_crop_recall_by_source"])
     print(f"{'thr':>5s} {'mosaic recall':>13s} {'other/crop':>10s} "
           + "".join(f"{name[:18] + ' recall':>26s}" for name in small_sources)
           + f" {'look-alikes boxed':>17s} {'CMU-1 /mm2':>10s} {'implied field F1':>16s}"
-          f" {f'with {LOOKALIKES_PER_MM2:g} look-alikes/mm2':>26s}")
+          f" {f'with {LOOKALIKES_PER_MM2:g} look-alikes/mm2':>26s} {'off-grid recall':>15s} {'look-alikes':>11s}"
+          f" {'field F1 off grid':>17s}")
     for row in sweep:
         print(f"{row['threshold']:5.2f} {row['mosaic_recall']:13.3f} {row['other_detections_per_crop']:10.3f} "
               + "".join(f"{row['small_crop_recall_by_source'][name]:26.3f}" for name in small_sources)
               + f" {row['lookalikes_boxed_share']:17.3f} "
               f"{row['cmu1_detections_per_mm2']:10.2f} {row['field_f1_implied']:16.3f}"
-              f" {row['field_f1_with_lookalikes']:26.3f}")
+              f" {row['field_f1_with_lookalikes']:26.3f} {row['off_grid_mosaic_recall']:15.3f}"
+              f" {row['off_grid_lookalikes_boxed_share']:11.3f} {row['field_f1_off_grid']:17.3f}")
     print(f"CPU per 512 px tile: {per_tile:.2f} s (read + stain fit alone {baseline:.3f} s; ratio {figures['ratio']:.1f})")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1), encoding="utf-8")
