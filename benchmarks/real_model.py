@@ -95,6 +95,18 @@ def corrected_table(data: Path, out: Path, corrections: dict[str, float]) -> Pat
     return out
 
 
+def validation_split(data: Path, corrections: dict[str, float], val_fraction: float = 0.2, seed: int = 0):
+    """The by-slide split of ``data`` exactly as ``midog-viewer train --points`` makes it, spacings corrected."""
+    import tempfile
+
+    from midog_viewer.train.data import DataSpec, gather
+
+    with tempfile.TemporaryDirectory() as scratch:
+        table = corrected_table(data, Path(scratch) / "images.csv", corrections)
+        return gather(DataSpec(points=str(data / "objects.csv"), images=str(data), image_table=str(table),
+                               val_fraction=val_fraction, seed=seed))
+
+
 def lookalikes_boxed(images, predictions, threshold: float) -> tuple[int, int]:
     """(hard negatives with a "mitotic figure" box ≥ threshold within the hit radius, hard negatives)."""
     from midog_viewer.classes import CLASS_NAMES, HARD_NEGATIVE, MITOTIC_FIGURE
@@ -156,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     from midog_viewer.detect.engine import Detector, _read_rgb
     from midog_viewer.detect.models import REAL_MODEL
     from midog_viewer.detect.stain import MacenkoNormalizer
-    from midog_viewer.train.data import DataSpec, gather
     from midog_viewer.train.validate import (
         REFERENCE_MITOSES_PER_MM2,
         field_scores,
@@ -169,14 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     if not data.is_dir():
         print(f"real_mitosis not found at {data}", file=sys.stderr)
         return 2
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as scratch:
-        corrections = {} if args.stated_spacing else SPACING_CORRECTIONS
-        table = corrected_table(data, Path(scratch) / "images.csv", corrections)
-        spec = DataSpec(points=str(data / "objects.csv"), images=str(data), image_table=str(table),
-                        val_fraction=args.val_fraction, seed=args.seed)
-        split = gather(spec)
+    corrections = {} if args.stated_spacing else SPACING_CORRECTIONS
+    split = validation_split(data, corrections, args.val_fraction, args.seed)
     if args.limit:
         split.val = [im for source in sorted({im.source for im in split.val})
                      for im in [im for im in split.val if im.source == source][: args.limit]]

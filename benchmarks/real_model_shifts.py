@@ -24,14 +24,13 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_model import DATA, MOSAIC_SIDE, REPO, SPACING_CORRECTIONS, corrected_table, lookalikes_boxed, mosaics  # noqa: E402
+from real_model import DATA, MOSAIC_SIDE, REPO, SPACING_CORRECTIONS, lookalikes_boxed, mosaics, validation_split  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 AMI_BR = ("AMi-Br/MIDOG21", "AMi-Br/TUPAC16")
@@ -93,17 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from midog_viewer.detect.engine import Detector
     from midog_viewer.detect.models import REAL_MODEL
-    from midog_viewer.train.data import DataSpec, gather
     from midog_viewer.train.validate import midog_scores, predict_images
 
     data = Path(args.data)
     if not data.is_dir():
         print(f"real_mitosis not found at {data}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory() as scratch:
-        table = corrected_table(data, Path(scratch) / "images.csv", SPACING_CORRECTIONS)
-        split = gather(DataSpec(points=str(data / "objects.csv"), images=str(data), image_table=str(table),
-                                val_fraction=0.2, seed=0))
+    split = validation_split(data, SPACING_CORRECTIONS)
     model_path = Path(args.model) if args.model else REAL_MODEL.path
     detector = Detector(model_path, device="cpu", score_thr=0.05)
     threshold = float(detector.info.config.score_threshold if args.score_thr is None else args.score_thr)

@@ -181,10 +181,15 @@ class Augmenter:
 
     recipe: Recipe
     _jitter: v2.ColorJitter = field(init=False, repr=False)
+    _lab_spread: LabSpread | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         r = self.recipe
         self._jitter = v2.ColorJitter(r.brightness, r.contrast, r.saturation, r.hue)
+        if r.lab_transfer_probability:
+            if r.lab_spread is None:
+                raise TrainingError("LAB transfer needs the training images' colour spread (Recipe.lab_spread).")
+            self._lab_spread = LabSpread.from_dict(r.lab_spread)
 
     def __call__(
         self, image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
@@ -218,10 +223,8 @@ class Augmenter:
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
             img = self._jitter(img)
         out = img.as_subclass(torch.Tensor).float()
-        if r.lab_transfer_probability and _coin(generator) < r.lab_transfer_probability:
-            if r.lab_spread is None:
-                raise TrainingError("LAB transfer needs the training images' colour spread (Recipe.lab_spread).")
-            out = lab_transfer(out, LabSpread.from_dict(r.lab_spread), generator)
+        if self._lab_spread is not None and _coin(generator) < r.lab_transfer_probability:
+            out = lab_transfer(out, self._lab_spread, generator)
         if r.hed_jitter:
             out = hed_jitter(out, r.hed_jitter, generator)
         return out, bbs.as_subclass(torch.Tensor).float(), labels
