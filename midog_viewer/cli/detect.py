@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--mpp", type=positive_number, metavar="UM",
                         help="µm per pixel of SLIDE, for an image whose file records none (a PNG or JPEG frame: "
                              "else read at the model's spacing) or records a wrong one")
+    parser.add_argument("--no-second-look", action="store_true",
+                        help="score each candidate once, where the tile grid put it (default: as the model says; the "
+                             "built-in real-tissue model scores each candidate again on a window centred on it)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="tiles per batch (default: by memory)")
     parser.add_argument("--atypical-model", metavar="CKPT",
                         help="atypical classifier .safetensors for p_atypical (default: the shipped model)")
@@ -95,6 +98,7 @@ def handle_detect(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         mmdet_config=args.config,
         resample=not args.no_resample,
+        second_look=False if args.no_second_look else None,
     )
     open_slide(args.slide).close()  # an unreadable slide is refused before the model loads
     with open_slide(args.slide) as slide:
@@ -128,6 +132,7 @@ def handle_detect(args: argparse.Namespace) -> int:
                 record["p_atypical"] = None if p != p else round(float(p), 6)  # NaN: not a mitotic figure
     if out.suffix.lower() == ".json":
         document = {"slide": str(args.slide), "model": str(detector.info.path), "resample_zoom": zoom,
+                    "second_look_px": detector.second_look.side if detector.second_look else None,
                     "tissue_fraction": tissue_fraction, "detections": records}
         if atypical is not None:
             document["atypical_model"] = str(args.atypical_model or "built-in")

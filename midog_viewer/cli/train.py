@@ -65,6 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--translate", type=int, metavar="PX",
                      help="shift each patch by a random 0..PX px right and down, so figures sit at every phase of "
                           "the network's stride grid (default 0)")
+    run.add_argument("--second-look", type=int, metavar="PX",
+                     help="the model scores each mitosis candidate again on a PX window centred on it (a multiple "
+                          "of 32; 0: never), when validating and wherever it detects; for crop mosaics, whose "
+                          "figures all sit at one phase of the stride grid (default: the --init model's, else 0)")
     run.add_argument("--lab-transfer", type=float, metavar="P",
                      help="probability of recolouring a mosaic to LAB statistics drawn from the training images' "
                           "spread (RandStainNA), for other labs' stain and scanner colours (crop mosaics only)")
@@ -187,6 +191,7 @@ def _recipe(args: argparse.Namespace, recipe_cls):
         "jpeg_probability": args.jpeg,
         "lab_transfer_probability": args.lab_transfer,
         "translate_px": args.translate,
+        "second_look_px": args.second_look,
         "val_field_mitoses_per_mm2": args.field_density,
         "mosaic_side": args.mosaic,
         "scale_step": _scale_step(args),

@@ -77,6 +77,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "rpn_test_max_per_img": (1, 100_000),
     "rcnn_num_samples": (1, 100_000),
     "test_max_per_img": (1, 100_000),
+    "second_look_px": (0, 2048),
 }
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     **{name: (0.0, 1.0) for name in ("rpn_pos_iou", "rpn_neg_iou", "rpn_min_pos_iou", "rpn_pos_fraction",
@@ -84,6 +85,7 @@ _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "rpn_allowed_border": (-1.0, 1e6),
     "rpn_bbox_beta": (0.0, 100.0),
     "rcnn_bbox_beta": (0.0, 100.0),
+    "second_look_floor": (0.0, 1.0),
 }
 #: Number sequences: element kind, range and allowed lengths.
 _SEQUENCES: dict[str, tuple[type, float, float, range]] = {
@@ -161,6 +163,11 @@ class CascadeConfig:
     #: scanned at a clearly different spacing (a 20x slide at 0.5 µm/px) to it; None leaves tiles as read.
     #: 0.25 is MIDOG's 40x (0.23-0.25 µm/px), also assumed for mmdet checkpoints, which do not record it.
     mpp: float | None = 0.25
+    #: Second look (:mod:`midog_viewer.detect.second_look`): the side, in model px, of the window on which each
+    #: mitotic-figure candidate is scored again (0: no second look), and the score below which candidates are
+    #: not looked at again. For models that learnt every figure at one place on their stride grid (crop mosaics).
+    second_look_px: int = 0
+    second_look_floor: float = 0.2
     #: Free-form note on where this configuration came from (e.g. the mmdet config file).
     source: str = field(default="midog-viewer", compare=False)
 
@@ -221,6 +228,11 @@ class CascadeConfig:
             raise ModelError(f"the model's score threshold must lie in [0, 1], not {_short(self.score_threshold)}.")
         if self.mpp is not None and not (_is_number(self.mpp) and 0 < self.mpp < 100):
             raise ModelError(f"the model's pixel spacing must be a positive number of µm/px, not {_short(self.mpp)}.")
+        if self.second_look_px % self.pad_size_divisor:
+            raise ModelError(
+                f"second_look_px must be a multiple of pad_size_divisor ({self.pad_size_divisor}), so that a window's"
+                f" centre falls on the stride grid; not {self.second_look_px}."
+            )
         if not isinstance(self.source, str):
             raise ModelError(f"the configuration's source must be text, not {_short(self.source)}.")
 

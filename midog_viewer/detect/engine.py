@@ -16,8 +16,11 @@ import numpy as np
 import torch
 
 from midog_viewer.detect.checkpoint import ModelInfo, load_model
+from midog_viewer.detect.config import CascadeConfig
 from midog_viewer.detect.detections import Detections
+from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.detect.model import CascadeRCNN
+from midog_viewer.detect.second_look import SecondLook, second_look_scores
 from midog_viewer.detect.stain import LIGHT_INTENSITY, MacenkoNormalizer
 from midog_viewer.detect.tiling import (
     Region,
@@ -140,7 +143,11 @@ def normalize_stains(image: torch.Tensor, od_matrix: torch.Tensor) -> torch.Tens
 
 
 class Detector:
-    """A loaded Cascade R-CNN on a device, ready to find mitotic figures in slide regions."""
+    """A loaded Cascade R-CNN on a device, ready to find mitotic figures in slide regions.
+
+    ``score_thr``, ``stain_normalize`` and ``second_look`` default (None) to what the model file says;
+    ``second_look=False`` scores each candidate once (:mod:`midog_viewer.detect.second_look`).
+    """
 
     def __init__(
         self,
@@ -155,6 +162,7 @@ class Detector:
         overlap: int = 64,
         nms_iou: float = 0.5,
         resample: bool = True,
+        second_look: bool | None = None,
     ) -> None:
         if model_path is None:
             default = default_model_for(None)
@@ -166,7 +174,8 @@ class Detector:
         device_chosen = choose_device(device)
         model, info = load_model(model_path, mmdet_config)
         self._setup(
-            model, info, device_chosen, score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou, resample
+            model, info, device_chosen, score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou, resample,
+            second_look,
         )
 
     @classmethod
@@ -183,6 +192,7 @@ class Detector:
         overlap: int = 64,
         nms_iou: float = 0.5,
         resample: bool = True,
+        second_look: bool | None = None,
     ) -> Detector:
         """A detector around a model already in memory (e.g. one just trained), without a checkpoint file."""
         if info is None:
@@ -190,7 +200,7 @@ class Detector:
         detector = cls.__new__(cls)
         detector._setup(
             model, info, choose_device(device), score_thr, stain_normalize, batch_size, tile_size, overlap, nms_iou,
-            resample,
+            resample, second_look,
         )
         return detector
 
@@ -206,6 +216,7 @@ class Detector:
         overlap: int,
         nms_iou: float,
         resample: bool = True,
+        second_look: bool | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ModelError(f"batch size must be at least 1, not {batch_size}.")
@@ -232,6 +243,7 @@ class Detector:
         self.overlap = overlap
         self.nms_iou = nms_iou
         self.resample = resample
+        self.second_look = _second_look(info.config, second_look)
         self.batch_size = batch_size if batch_size is not None else self._default_batch_size()
 
     @property
@@ -391,6 +403,9 @@ class Detector:
             tensors, scales = zip(*(resample_tile(t, zoom) for t in tensors))
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
             outputs = self.model(list(tensors))
+            if self.second_look is not None:
+                for tensor, out in zip(tensors, outputs):
+                    out["scores"] = second_look_scores(self.model, tensor, out, self.second_look)
         found = []
         for out, (sx, sy) in zip(outputs, scales):
             boxes = out["boxes"].float().cpu().numpy()
@@ -400,6 +415,14 @@ class Detector:
                 Detections(boxes, out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy(), self.class_names)
             )
         return found
+
+
+def _second_look(config: CascadeConfig, wanted: bool | None) -> SecondLook | None:
+    """The model's second look (None: off), unless ``wanted`` is False; a model without one cannot be given one,
+    since the window's side is what the model learnt on."""
+    if wanted is False or config.second_look_px == 0 or MITOTIC_FIGURE not in config.class_names:
+        return None
+    return SecondLook(config.second_look_px, config.second_look_floor, config.class_names.index(MITOTIC_FIGURE))
 
 
 def resample_tile(image: torch.Tensor, zoom: float) -> tuple[torch.Tensor, tuple[float, float]]:

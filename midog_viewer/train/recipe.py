@@ -100,6 +100,9 @@ class Recipe:
     #: For crop data sets: validate by the F1 implied on a field holding this many mitoses per mm² (see
     #: :func:`midog_viewer.train.validate.field_scores`); None scores the validation images as they are.
     val_field_mitoses_per_mm2: float | None = None
+    #: The second look the trained model records and validates with (window side in model px, 0: none;
+    #: see :mod:`midog_viewer.detect.second_look`); None keeps the starting checkpoint's (a preset has none).
+    second_look_px: int | None = None
 
     def __post_init__(self) -> None:
         self.lr_decay_epochs = tuple(int(e) for e in self.lr_decay_epochs)
@@ -128,6 +131,10 @@ class Recipe:
             raise TrainingError(f"the largest blur sigma must lie in (0.1, 5] px, not {self.blur_max_sigma}.")
         if isinstance(self.translate_px, bool) or not isinstance(self.translate_px, int) or not 0 <= self.translate_px <= 256:
             raise TrainingError(f"the random shift must be a whole number of px in 0-256, not {self.translate_px!r}.")
+        look = self.second_look_px
+        if look is not None and (isinstance(look, bool) or not isinstance(look, int) or not 0 <= look <= 2048
+                                 or look % 32):
+            raise TrainingError(f"the second look's window must be a multiple of 32 px in 0-2048 (0: none), not {look!r}.")
         if not 0.0 <= self.lab_transfer_probability <= 1.0:
             raise TrainingError(f"the LAB transfer probability must lie in [0, 1], not {self.lab_transfer_probability}.")
         self.source_repeats = dict(self.source_repeats)

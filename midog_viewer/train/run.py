@@ -109,6 +109,8 @@ def train(
     split = gather(data)
     model, model_config = build_model(config, init, recipe.model_overrides())
     model_config = dataclasses.replace(model_config, mpp=training_mpp(split.train, model_config.mpp))
+    if recipe.second_look_px is not None:
+        model_config = dataclasses.replace(model_config, second_look_px=recipe.second_look_px)
     baseline = baseline if baseline is not None else init
     baseline_model = build_model(None, baseline)[0] if baseline is not None and baseline != init else None
     state = _load_state(Path(resume)) if resume is not None else None

@@ -42,10 +42,12 @@ def predict_images(
     *,
     stain_normalise: bool = True,
     should_stop: Callable[[], bool] = lambda: False,
+    second_look: bool | None = None,
 ) -> list[Detections] | None:
-    """Detections of ``model`` on every whole image (None when ``should_stop`` said so part-way)."""
+    """Detections of ``model`` on every whole image (None when ``should_stop`` said so part-way), with the
+    model's second look unless ``second_look`` is False."""
     detector = Detector.from_model(
-        model, device=str(device), score_thr=SCORE_FLOOR, stain_normalize=stain_normalise
+        model, device=str(device), score_thr=SCORE_FLOOR, stain_normalize=stain_normalise, second_look=second_look
     )
     source = RegionSource()
     predictions = []

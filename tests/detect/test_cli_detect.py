@@ -20,9 +20,10 @@ def test_json_output_reproduces_mmdet_on_a_512_tile(shared_data, tmp_path, capsy
     assert status == 0, captured.err
     assert "1/1 tiles" in captured.err
     document = json.loads(out.read_text())
-    assert set(document) == {"slide", "model", "resample_zoom", "tissue_fraction", "detections", "atypical_model",
-                             "atypical_threshold"}
+    assert set(document) == {"slide", "model", "resample_zoom", "second_look_px", "tissue_fraction", "detections",
+                             "atypical_model", "atypical_threshold"}
     assert document["resample_zoom"] == 1.0  # a PNG has no pixel spacing: tiles are used as read
+    assert document["second_look_px"] is None  # an mmdet model has no second look
     expected = json.loads((folder / "reference_outputs.json").read_text())["images"][0]["pred_instances"]
     names = ("mitotic figure", "hard negative")
     wanted = [(box, score, names[label]) for box, score, label in

@@ -223,3 +223,36 @@ def test_lab_transfer_trains_on_the_spread_it_measured_and_a_resume_keeps_it(cro
     assert resumed["lab_spread"]["mean_of_means"] == [40.0, 10.0, -5.0] and resumed["epochs"] == 2
     losses = [e["loss"] for e in read_progress(out) if e["event"] == "step"]
     assert len(losses) >= 2 and all(np.isfinite(losses))
+
+
+def test_a_second_look_is_validated_with_and_written_into_the_model(crop_set, tmp_path, monkeypatch):
+    """--second-look PX: the epochs are judged with the second look the checkpoint then records, and a
+    fine-tune of that checkpoint keeps it unless told otherwise."""
+    from midog_viewer.cli import main
+    from midog_viewer.detect import Detector
+    from midog_viewer.detect.checkpoint import read_config
+
+    looks = []
+    built = Detector.from_model.__func__
+
+    def recording(cls, *args, **kwargs):
+        detector = built(cls, *args, **kwargs)
+        looks.append(detector.second_look)
+        return detector
+
+    monkeypatch.setattr(Detector, "from_model", classmethod(recording))
+    images_dir, table, points = crop_set
+    data = ["--points", str(points), "--image-table", str(table), "--images", str(images_dir)]
+    fast = ["--mosaic", "256", "--rcnn-samples", "16", "--batch-size", "1", "--warmup-steps", "1",
+            "--val-fraction", "0.25", "--epochs", "1", "--quiet", "--json"]
+    assert main(["train", *data, "--config", "tiny", *fast, "--second-look", "128", "--out", str(tmp_path / "a")]) == 0
+    assert read_config(tmp_path / "a" / "last.safetensors").second_look_px == 128
+    assert looks and all(look is not None and look.side == 128 for look in looks)
+
+    looks.clear()
+    assert main(["train", *data, "--init", str(tmp_path / "a" / "last.safetensors"), *fast,
+                 "--out", str(tmp_path / "b")]) == 0
+    assert read_config(tmp_path / "b" / "last.safetensors").second_look_px == 128
+    assert main(["train", *data, "--init", str(tmp_path / "a" / "last.safetensors"), *fast, "--second-look", "0",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert read_config(tmp_path / "c" / "last.safetensors").second_look_px == 0

@@ -122,6 +122,7 @@ def test_reproduce_the_paper_command_on_a_midog_like_stand_in(midog_dataset, tmp
         (["--config", "tiny", "--synthetic", "3", "--lab-transfer", "0.5"], "applies to crop mosaics only"),
         (["--config", "tiny", "--synthetic", "3", "--lab-transfer", "1.5"], "LAB transfer probability must lie in"),
         (["--config", "tiny", "--synthetic", "3", "--translate", "-4"], "random shift must be a whole number"),
+        (["--config", "tiny", "--synthetic", "3", "--second-look", "100"], "second look's window must be a multiple"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monkeypatch, args, message):
