@@ -6,6 +6,7 @@ results per batch and to cancel between batches.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from midog_viewer.detect.config import CascadeConfig
 from midog_viewer.detect.detections import Detections
 from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.detect.model import CascadeRCNN
-from midog_viewer.detect.second_look import SecondLook, second_look_scores
+from midog_viewer.detect.second_look import SecondLook, candidates, second_look_scores
 from midog_viewer.detect.stain import LIGHT_INTENSITY, MacenkoNormalizer
 from midog_viewer.detect.tiling import (
     Region,
@@ -47,6 +48,8 @@ _CPU_BATCH = 4
 RESAMPLE_TOLERANCE = 0.15
 #: Planned tiles → the indices of those to run (e.g. the tiles holding tissue).
 TileFilter = Callable[[list[Region]], list[int]]
+#: Index of a tile in its batch → its pixels with a margin around them, and the margin (slide px).
+ContextReader = Callable[[int], tuple[np.ndarray, int]]
 
 
 def resample_zoom(slide_mpp: float | None, model_mpp: float | None) -> float:
@@ -321,7 +324,7 @@ class Detector:
         if od_matrix is not None and not isinstance(od_matrix, torch.Tensor):
             od_matrix = torch.as_tensor(np.asarray(od_matrix), dtype=torch.float32, device=self.device)
         images = images if images is not None else [_read_rgb(slide, tile) for tile in tiles]
-        found = self._run_batch(images, od_matrix, zoom)
+        found = self._run_batch(images, od_matrix, zoom, self._context_reader(slide, tiles, zoom))
         in_slide = [keep_centres_in(d.translated(t[0], t[1]), core) for d, t, core in zip(found, tiles, cores)]
         return merge_detections(
             Detections.concatenate(in_slide, self.class_names).filter_score(self.score_thr), self.nms_iou
@@ -375,10 +378,25 @@ class Detector:
         matrix = normalizer.od_matrix()
         return None if matrix is None else torch.as_tensor(matrix, dtype=torch.float32, device=self.device)
 
-    def _run_batch(self, images: list[np.ndarray], od_matrix: torch.Tensor | None, zoom: float = 1.0) -> list[Detections]:
+    def _context_reader(self, slide: SlideLike, tiles: list[Region], zoom: float) -> ContextReader | None:
+        """Tile i → its pixels with a margin of half a second-look window around, and that margin (slide px)."""
+        if self.second_look is None:
+            return None
+        margin = math.ceil(self.second_look.side / 2 / zoom) + 1
+
+        def read(index: int) -> tuple[np.ndarray, int]:
+            x, y, w, h = tiles[index]
+            return _read_rgb(slide, (x - margin, y - margin, w + 2 * margin, h + 2 * margin)), margin
+
+        return read
+
+    def _run_batch(
+        self, images: list[np.ndarray], od_matrix: torch.Tensor | None, zoom: float = 1.0,
+        context: ContextReader | None = None,
+    ) -> list[Detections]:
         """Run the model on a batch; out of GPU memory, retry in halves, then raise ModelError."""
         try:
-            return self._forward(images, od_matrix, zoom)
+            return self._forward(images, od_matrix, zoom, context)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -388,24 +406,30 @@ class Detector:
                 ) from None
             self.batch_size = max(1, len(images) // 2)
             half = len(images) // 2
-            return self._run_batch(images[:half], od_matrix, zoom) + self._run_batch(images[half:], od_matrix, zoom)
+            rest = None if context is None else (lambda index: context(index + half))
+            return (self._run_batch(images[:half], od_matrix, zoom, context)
+                    + self._run_batch(images[half:], od_matrix, zoom, rest))
 
     @torch.inference_mode()
-    def _forward(self, images: list[np.ndarray], od_matrix: torch.Tensor | None, zoom: float = 1.0) -> list[Detections]:
-        tensors = [
-            torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
-            for image in images
-        ]
-        if od_matrix is not None:
-            tensors = [normalize_stains(t, od_matrix) for t in tensors]
-        scales = [(1.0, 1.0)] * len(tensors)
-        if zoom != 1.0:
-            tensors, scales = zip(*(resample_tile(t, zoom) for t in tensors))
+    def _forward(
+        self, images: list[np.ndarray], od_matrix: torch.Tensor | None, zoom: float = 1.0,
+        context: ContextReader | None = None,
+    ) -> list[Detections]:
+        tensors, scales = zip(*(self._model_input(image, od_matrix, zoom) for image in images))
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.use_amp):
             outputs = self.model(list(tensors))
             if self.second_look is not None:
-                for tensor, out in zip(tensors, outputs):
-                    out["scores"] = second_look_scores(self.model, tensor, out, self.second_look)
+                for index, (tensor, out) in enumerate(zip(tensors, outputs)):
+                    if not len(candidates(out, self.second_look)):
+                        continue
+                    if context is None:  # no slide to read around the tile: windows past it are white
+                        out["scores"] = second_look_scores(self.model, tensor, out, self.second_look)
+                        continue
+                    pixels, margin = context(index)
+                    around, (sx, sy) = self._model_input(pixels, od_matrix, zoom)
+                    out["scores"] = second_look_scores(
+                        self.model, around, out, self.second_look, (margin * sx, margin * sy)
+                    )
         found = []
         for out, (sx, sy) in zip(outputs, scales):
             boxes = out["boxes"].float().cpu().numpy()
@@ -415,6 +439,17 @@ class Detector:
                 Detections(boxes, out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy(), self.class_names)
             )
         return found
+
+    def _model_input(
+        self, image: np.ndarray, od_matrix: torch.Tensor | None, zoom: float
+    ) -> tuple[torch.Tensor, tuple[float, float]]:
+        """An RGB tile as the model reads it (on the device, stain-normalised, resampled) and its x, y scale."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
+        if od_matrix is not None:
+            tensor = normalize_stains(tensor, od_matrix)
+        if zoom != 1.0:
+            return resample_tile(tensor, zoom)
+        return tensor, (1.0, 1.0)
 
 
 def _second_look(config: CascadeConfig, wanted: bool | None) -> SecondLook | None:

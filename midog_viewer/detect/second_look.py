@@ -8,9 +8,10 @@ scores both). A field puts figures anywhere. Cutting a window whose centre lies 
 candidate and keeping the better of the two scores makes the score no longer depend on where the tiles
 happened to fall.
 
-The window is cut from the tile the model just saw (stain-normalised, at the model's pixel spacing), so the
-second look costs one small forward pass per candidate and reads nothing again. Where the window reaches past
-the tile it is filled with white, the colour of empty glass.
+The detector cuts the windows from the tile read again with a margin of half a window (stain-normalised and
+at the model's pixel spacing, as the tile was), so a candidate near a tile's edge is seen with the tissue
+around it; only tiles holding a candidate are read again. Past the slide's edge a window is white, the colour
+of empty glass. A second look costs one small forward pass per candidate.
 """
 
 from __future__ import annotations
@@ -60,23 +61,31 @@ def box_centres(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], dim=1)
 
 
+def candidates(output: dict[str, torch.Tensor], look: SecondLook) -> torch.Tensor:
+    """Indices of the detections in ``output`` that get a second look."""
+    return torch.nonzero((output["labels"] == look.class_index) & (output["scores"] >= look.floor)).flatten()
+
+
 def second_look_scores(
     model: torch.nn.Module,
     image: torch.Tensor,
     output: dict[str, torch.Tensor],
     look: SecondLook,
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> torch.Tensor:
-    """The scores of ``output`` (the model's detections on ``image``) after a second look.
+    """The scores of ``output`` (the model's detections on a tile) after a second look.
 
-    Each detection of ``look.class_index`` scoring ≥ ``look.floor`` is scored again on a window centred on it:
+    ``image`` is the tile, or the tile with a margin around it whose top-left corner lies ``offset`` (x, y)
+    model px above and left of the tile's. Each detection of ``look.class_index`` scoring ≥ ``look.floor`` is scored again on a window centred on it:
     its new score is the higher of its own and that of the window's best detection of the same class centred
     within :data:`CENTRE_TOLERANCE_PX` of the window's centre. Boxes and labels are unchanged; no score drops.
     """
     scores = output["scores"].float().clone()
-    picked = torch.nonzero((output["labels"] == look.class_index) & (scores >= look.floor)).flatten()
+    picked = candidates(output, look)
     if len(picked) == 0:
         return scores
-    windows = centred_windows(image, box_centres(output["boxes"].float()[picked]), look.side)
+    centres = box_centres(output["boxes"].float()[picked]) + torch.tensor(offset, device=scores.device)
+    windows = centred_windows(image, centres, look.side)
     half = look.side // 2
     for start in range(0, len(picked), WINDOW_BATCH):
         outputs = model(list(windows[start : start + WINDOW_BATCH]))

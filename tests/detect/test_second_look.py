@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from detect_standins import StandInSlide
-from torch import nn
+from detect_standins import DarkBlobModel, StandInSlide
 
 from midog_viewer.cli import main
 from midog_viewer.detect import CascadeConfig, Detector, save_checkpoint
@@ -25,29 +24,22 @@ from midog_viewer.errors import ModelError
 GRID = 16
 
 
-class GridPhaseModel(nn.Module):
+class GridPhaseModel(DarkBlobModel):
     """Stands in for a model that learnt every figure at one place on its stride grid: it boxes each dark blob
-    (dark pixels < 60), scoring it 0.9 when the blob's centre lies on a multiple of 16 px and 0.3 elsewhere."""
+    (as :class:`DarkBlobModel`), scoring it 0.9 when the blob's centre lies on a multiple of 16 px, else 0.3."""
 
     def __init__(self, label: int = 0) -> None:
         super().__init__()
         self.label = label
-        self.calls: list[list[tuple[int, int]]] = []
 
     def forward(self, images):
-        self.calls.append([tuple(im.shape[1:]) for im in images])
-        outputs = []
-        for image in images:
-            ys, xs = torch.nonzero(image.mean(0) < 60, as_tuple=True)
-            if not ys.numel():
-                outputs.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
-                                "labels": torch.zeros(0, dtype=torch.long)})
-                continue
-            box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-            cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
-            on_grid = cx % GRID == 0 and cy % GRID == 0
-            outputs.append({"boxes": box[None], "scores": torch.tensor([0.9 if on_grid else 0.3]),
-                            "labels": torch.tensor([self.label])})
+        outputs = super().forward(images)
+        for out in outputs:
+            if len(out["boxes"]):
+                box = out["boxes"][0]
+                cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+                out["scores"] = torch.tensor([0.9 if cx % GRID == 0 and cy % GRID == 0 else 0.3])
+                out["labels"] = torch.tensor([self.label])
         return outputs
 
 
@@ -167,3 +159,27 @@ def test_detect_without_a_second_look_says_so_in_its_output(tmp_path, capsys):
                        "--out", str(out)])
         assert status == 0, capsys.readouterr().err
         assert json.loads(out.read_text())["second_look_px"] == expected
+
+
+class RecordingGridModel(GridPhaseModel):
+    """A :class:`GridPhaseModel` that keeps every image it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, images):
+        self.seen.extend(images)
+        return super().forward(images)
+
+
+def test_a_candidate_near_a_tile_edge_is_looked_at_with_the_slide_around_it(tmp_path):
+    path = _checkpoint(tmp_path, second_look_px=128)
+    pixels = np.full((600, 1000, 3), 200, np.uint8)  # tissue-grey everywhere: white in a window is padding
+    pixels[290:310, 460:480] = 20  # centre (470, 300): 42 px inside the first tile's right edge, off the grid
+    detector = Detector(path, device="cpu", score_thr=0.5, stain_normalize=False, batch_size=4)
+    detector.model = RecordingGridModel()
+    found = detector.detect(StandInSlide(pixels))
+    assert found.scores.tolist() == pytest.approx([0.9])
+    windows = [im for im in detector.model.seen if tuple(im.shape[1:]) == (128, 128)]
+    assert windows and all(float(w.max()) <= 200 for w in windows)  # read from the slide, not filled white
