@@ -53,7 +53,9 @@ def main() -> int:
     if config.second_look_px:
         provenance["second_look"] = {"side_px": config.second_look_px, "floor": config.second_look_floor}
     save_checkpoint(model, args.target, config, provenance)
-    second = f", second look {config.second_look_px} px from {config.second_look_floor}" if config.second_look_px else ""
+    second = ""
+    if config.second_look_px:
+        second = f", second look {config.second_look_px} px from {config.second_look_floor}"
     print(f"{args.target}: operating threshold {args.threshold}{second}")
     return 0
 

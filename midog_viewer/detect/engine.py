@@ -16,10 +16,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.detect.checkpoint import ModelInfo, load_model
 from midog_viewer.detect.config import CascadeConfig
 from midog_viewer.detect.detections import Detections
-from midog_viewer.classes import MITOTIC_FIGURE
 from midog_viewer.detect.model import CascadeRCNN
 from midog_viewer.detect.second_look import SecondLook, candidates, second_look_scores
 from midog_viewer.detect.stain import LIGHT_INTENSITY, MacenkoNormalizer

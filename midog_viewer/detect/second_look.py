@@ -23,7 +23,7 @@ import torch
 #: A window's own detection counts as the candidate when its centre lies this close to the window's centre
 #: (model px: 3 µm at 0.25 µm/px, well inside a figure's 12.5 µm box).
 CENTRE_TOLERANCE_PX = 12.0
-#: What a window holds past the tile's edge: empty glass, white on the 0..255 scale the model reads.
+#: What a window holds past the image's edge: empty glass, white on the 0..255 scale the model reads.
 WHITE = 255.0
 #: Windows per forward pass.
 WINDOW_BATCH = 32
@@ -76,9 +76,10 @@ def second_look_scores(
     """The scores of ``output`` (the model's detections on a tile) after a second look.
 
     ``image`` is the tile, or the tile with a margin around it whose top-left corner lies ``offset`` (x, y)
-    model px above and left of the tile's. Each detection of ``look.class_index`` scoring ≥ ``look.floor`` is scored again on a window centred on it:
-    its new score is the higher of its own and that of the window's best detection of the same class centred
-    within :data:`CENTRE_TOLERANCE_PX` of the window's centre. Boxes and labels are unchanged; no score drops.
+    model px above and left of the tile's. Each detection of ``look.class_index`` scoring ≥ ``look.floor`` is
+    scored again on a window centred on it: its new score is the higher of its own and that of the window's best
+    detection of the same class centred within :data:`CENTRE_TOLERANCE_PX` of the window's centre. Boxes and
+    labels are unchanged; no score drops.
     """
     scores = output["scores"].float().clone()
     picked = candidates(output, look)

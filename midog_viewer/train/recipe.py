@@ -134,7 +134,9 @@ class Recipe:
         look = self.second_look_px
         if look is not None and (isinstance(look, bool) or not isinstance(look, int) or not 0 <= look <= 2048
                                  or look % 32):
-            raise TrainingError(f"the second look's window must be a multiple of 32 px in 0-2048 (0: none), not {look!r}.")
+            raise TrainingError(
+                f"the second look's window must be a multiple of 32 px in 0-2048 (0: none), not {look!r}."
+            )
         if not 0.0 <= self.lab_transfer_probability <= 1.0:
             raise TrainingError(f"the LAB transfer probability must lie in [0, 1], not {self.lab_transfer_probability}.")
         self.source_repeats = dict(self.source_repeats)
